@@ -668,9 +668,6 @@ nanosecond mtimes, xattrs and ACLs, hard links and devices. Read it back with
 				return err
 			}
 			if f != nil {
-				if err := f.Sync(); err != nil {
-					return fmt.Errorf("write %q: %w", outPath, err)
-				}
 				if err := f.Close(); err != nil {
 					return fmt.Errorf("write %q: %w", outPath, err)
 				}

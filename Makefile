@@ -1,0 +1,56 @@
+# goldcast: `make run` starts goldcast on embedded defaults, `make test`
+# runs every test. Both install what they need (Debian packages, Go
+# modules) on a fresh Debian machine.
+
+GO       ?= go
+BIN      := bin/goldcast
+# The data directory `make run` uses: inside the checkout, so a demo never
+# touches /var/lib/goldcast.
+RUN_DATA ?= $(CURDIR)/goldcast-data
+# Debian packages the tests use as real peers and fixtures: command:package.
+TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
+              debootstrap:debootstrap zstd:zstd tar:tar
+TEST_TIMEOUT ?= 80m
+
+.PHONY: all build run test deps docs bench vet clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/goldcast
+
+# deps installs the missing test tools with apt-get (needs root).
+deps:
+	@missing=""; for t in $(TEST_TOOLS); do \
+	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	$(GO) mod download
+
+# run: store a sample tree as an image, list and verify it.
+run: build
+	$(BIN) --data $(RUN_DATA) image import /usr/share/doc --image sample --comment "make run sample"
+	$(BIN) --data $(RUN_DATA) image ls
+	$(BIN) --data $(RUN_DATA) image verify sample
+	@echo "the store is in $(RUN_DATA); try: $(BIN) --data $(RUN_DATA) image --help"
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# bench compares goldcast with the tools it replaces (see docs/benchmarks.md).
+bench: deps
+	GOLDCAST_BENCH=1 $(GO) test -count=1 -timeout 30m -run 'Benchmark' -v ./e2e/ | tee bench.out
+
+docs: build
+	$(BIN) gen-man docs/man
+	@echo "man pages in docs/man"
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin goldcast-data docs/man
