@@ -4,9 +4,10 @@
 
 GO       ?= go
 BIN      := bin/goldcast
-# The data directory `make run` uses: inside the checkout, so a demo never
+# The data directory `make run` uses: inside the checkout (a dot directory,
+# which go tooling skips), so a demo never
 # touches /var/lib/goldcast.
-RUN_DATA ?= $(CURDIR)/goldcast-data
+RUN_DATA ?= $(CURDIR)/.goldcast-data
 # Debian packages the tests use as real peers and fixtures: command:package.
 TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
               debootstrap:debootstrap zstd:zstd tar:tar
@@ -53,4 +54,4 @@ vet:
 	$(GO) vet ./...
 
 clean:
-	rm -rf bin goldcast-data docs/man
+	rm -rf bin .goldcast-data docs/man

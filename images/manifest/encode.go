@@ -178,6 +178,10 @@ func Decode(r io.Reader) (*Manifest, error) {
 		if perr != nil {
 			return nil, fmt.Errorf("manifest line %d: %w", lineNo, perr)
 		}
+		// One manifest has one encoding, so its digest is its identity.
+		if canon := e.appendLine(nil); string(canon) != line {
+			return nil, fmt.Errorf("manifest line %d: not in canonical form (want %q)", lineNo, canon)
+		}
 		m.Entries = append(m.Entries, e)
 		if errors.Is(err, io.EOF) {
 			break
@@ -328,6 +332,11 @@ func (m *Manifest) Validate() error {
 		if e.Mode&^ModeMask != 0 {
 			return fmt.Errorf("manifest: entry %q: mode %o has bits outside %o", e.Path, e.Mode, ModeMask)
 		}
+		for _, x := range e.Xattrs {
+			if x.Name == "" || strings.IndexByte(x.Name, 0) >= 0 {
+				return fmt.Errorf("manifest: entry %q: empty or NUL-holding xattr name", e.Path)
+			}
+		}
 		for j := 1; j < len(e.Xattrs); j++ {
 			if e.Xattrs[j-1].Name >= e.Xattrs[j].Name {
 				return fmt.Errorf("manifest: entry %q: xattrs not sorted or duplicated", e.Path)
@@ -335,8 +344,8 @@ func (m *Manifest) Validate() error {
 		}
 		switch e.Type {
 		case TypeRegular:
-			if len(e.SHA256) != 64 {
-				return fmt.Errorf("manifest: entry %q: regular file without sha256", e.Path)
+			if !isSHA256Hex(e.SHA256) {
+				return fmt.Errorf("manifest: entry %q: regular file without sha256 (64 lower-case hex digits)", e.Path)
 			}
 			if e.LinkTo != "" {
 				l, ok := leaders[e.LinkTo]
@@ -357,6 +366,9 @@ func (m *Manifest) Validate() error {
 		if e.Type != TypeRegular && (e.Size != 0 || e.SHA256 != "" || e.LinkTo != "") {
 			return fmt.Errorf("manifest: entry %q: %s with size, digest or link", e.Path, e.Type)
 		}
+		if e.Type != TypeCharDev && e.Type != TypeBlockDev && (e.DevMajor != 0 || e.DevMinor != 0) {
+			return fmt.Errorf("manifest: entry %q: device numbers on a %s", e.Path, e.Type)
+		}
 		if e.Type != TypeSymlink && e.Target != "" {
 			return fmt.Errorf("manifest: entry %q: target on a %s", e.Path, e.Type)
 		}
@@ -370,4 +382,16 @@ func (m *Manifest) Validate() error {
 func sameInode(a, b *Entry) bool {
 	return a.Mode == b.Mode && a.UID == b.UID && a.GID == b.GID && a.Size == b.Size &&
 		a.MtimeNS == b.MtimeNS && a.SHA256 == b.SHA256 && sameXattrs(a.Xattrs, b.Xattrs)
+}
+
+func isSHA256Hex(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
 }

@@ -155,7 +155,8 @@ func globToRegexp(p string) (string, error) {
 			}
 			class := p[i+1 : i+1+j]
 			if strings.HasPrefix(class, "!") {
-				class = "^" + class[1:]
+				// A negated class never matches the separator, as in rsync.
+				class = "^/" + class[1:]
 			}
 			b.WriteString("[" + strings.ReplaceAll(class, `\`, `\\`) + "]")
 			i += j + 1

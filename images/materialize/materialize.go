@@ -220,17 +220,22 @@ func privilegedXattr(name string) bool {
 const BlockSize = 4096
 
 // CopySparse copies r into f, seeking over every all-zero BlockSize block
-// instead of writing it, so zero runs become holes; the file is truncated
-// to the full length at the end. It returns the bytes consumed from r.
+// instead of writing it, so zero runs become holes; a file ending in a
+// hole is extended to its full length. It returns the bytes consumed
+// from r.
 func CopySparse(f *os.File, r io.Reader) (int64, error) {
 	buf := make([]byte, 256<<10)
 	zero := make([]byte, BlockSize)
-	var off int64
+	var off, written int64 // bytes consumed; end of the last data written
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
-			if werr := writeNonZero(f, buf[:n], off, zero); werr != nil {
+			end, werr := writeNonZero(f, buf[:n], off, zero)
+			if werr != nil {
 				return off, werr
+			}
+			if end > 0 {
+				written = end
 			}
 			off += int64(n)
 		}
@@ -241,35 +246,45 @@ func CopySparse(f *os.File, r io.Reader) (int64, error) {
 			return off, err
 		}
 	}
-	if err := f.Truncate(off); err != nil {
-		return off, err
+	if written < off {
+		if err := f.Truncate(off); err != nil {
+			return off, err
+		}
 	}
 	return off, nil
 }
 
 // writeNonZero writes the non-zero blocks of chunk at offset base,
-// coalescing adjacent ones into one write.
-func writeNonZero(f *os.File, chunk []byte, base int64, zero []byte) error {
-	start := -1
+// coalescing adjacent ones into one write. It returns the file offset
+// just past the last byte written, or 0 when the chunk was all zeros.
+func writeNonZero(f *os.File, chunk []byte, base int64, zero []byte) (int64, error) {
+	start, end := -1, int64(0)
+	flush := func(to int) error {
+		if _, err := f.WriteAt(chunk[start:to], base+int64(start)); err != nil {
+			return err
+		}
+		end = base + int64(to)
+		start = -1
+		return nil
+	}
 	for i := 0; i < len(chunk); i += BlockSize {
-		end := min(i+BlockSize, len(chunk))
-		isZero := bytes.Equal(chunk[i:end], zero[:end-i])
+		stop := min(i+BlockSize, len(chunk))
+		isZero := bytes.Equal(chunk[i:stop], zero[:stop-i])
 		switch {
 		case !isZero && start < 0:
 			start = i
 		case isZero && start >= 0:
-			if _, err := f.WriteAt(chunk[start:i], base+int64(start)); err != nil {
-				return err
+			if err := flush(i); err != nil {
+				return 0, err
 			}
-			start = -1
 		}
 	}
 	if start >= 0 {
-		if _, err := f.WriteAt(chunk[start:], base+int64(start)); err != nil {
-			return err
+		if err := flush(len(chunk)); err != nil {
+			return 0, err
 		}
 	}
-	return nil
+	return end, nil
 }
 
 // RemoveContents deletes everything inside dir, making read-only

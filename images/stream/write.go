@@ -69,6 +69,18 @@ func Write(ctx context.Context, w io.Writer, m *manifest.Manifest, meta Meta, op
 	if err != nil {
 		return fmt.Errorf("start zstd: %w", err)
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	contents := make(chan content, prefetchDepth)
+	go prefetch(ctx, m, open, contents)
+	defer func() {
+		cancel()
+		for c := range contents { // let the prefetcher finish and close what it opened
+			if c.rc != nil {
+				c.rc.Close()
+			}
+		}
+	}()
 	tw := tar.NewWriter(zw)
 	if err := writeMeta(tw, meta); err != nil {
 		zw.Close()
@@ -80,13 +92,13 @@ func Write(ctx context.Context, w io.Writer, m *manifest.Manifest, meta Meta, op
 			return err
 		}
 		e := &m.Entries[i]
-		if err := writeEntry(tw, e, open); err != nil {
+		if err := writeEntry(tw, e, contents); err != nil {
 			zw.Close()
 			return err
 		}
 		if opts.Progress != nil {
 			n := int64(0)
-			if e.Type == manifest.TypeRegular && e.LinkTo == "" {
+			if hasContent(e) {
 				n = e.Size
 			}
 			opts.Progress(1, n)
@@ -100,6 +112,61 @@ func Write(ctx context.Context, w io.Writer, m *manifest.Manifest, meta Meta, op
 		return fmt.Errorf("finish zstd: %w", err)
 	}
 	return nil
+}
+
+// Prefetching: one goroutine opens and reads files ahead of the encoder,
+// so file I/O overlaps compression the way `tar | zstd` overlaps them.
+const (
+	prefetchDepth = 64      // entries read ahead
+	prefetchWhole = 1 << 20 // files up to this size are read into memory
+)
+
+// content is one regular file's data, read ahead: small files whole,
+// larger ones as an open reader the encoder streams from.
+type content struct {
+	data []byte
+	rc   io.ReadCloser
+	err  error
+}
+
+func hasContent(e *manifest.Entry) bool {
+	return e.Type == manifest.TypeRegular && e.LinkTo == "" && e.Size > 0
+}
+
+func prefetch(ctx context.Context, m *manifest.Manifest, open ContentFunc, out chan<- content) {
+	defer close(out)
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if !hasContent(e) {
+			continue
+		}
+		c := content{}
+		rc, err := open(e)
+		switch {
+		case err != nil:
+			c.err = fmt.Errorf("open content of %q: %w", e.Path, err)
+		case e.Size <= prefetchWhole:
+			// One byte more than expected reveals a file that grew.
+			c.data, c.err = io.ReadAll(io.LimitReader(rc, e.Size+1))
+			rc.Close()
+			if c.err != nil {
+				c.err = fmt.Errorf("read content of %q: %w", e.Path, c.err)
+			}
+		default:
+			c.rc = rc
+		}
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			if c.rc != nil {
+				c.rc.Close()
+			}
+			return
+		}
+		if c.err != nil {
+			return
+		}
+	}
 }
 
 func writeMeta(tw *tar.Writer, meta Meta) error {
@@ -186,24 +253,35 @@ func Header(e *manifest.Entry) *tar.Header {
 	return h
 }
 
-func writeEntry(tw *tar.Writer, e *manifest.Entry, open ContentFunc) error {
+func writeEntry(tw *tar.Writer, e *manifest.Entry, contents <-chan content) error {
 	if err := tw.WriteHeader(Header(e)); err != nil {
 		return fmt.Errorf("write stream entry %q: %w", e.Path, err)
 	}
-	if e.Type != manifest.TypeRegular || e.LinkTo != "" || e.Size == 0 {
+	if !hasContent(e) {
 		return nil
 	}
-	rc, err := open(e)
-	if err != nil {
-		return fmt.Errorf("open content of %q: %w", e.Path, err)
+	c, ok := <-contents
+	if !ok {
+		return fmt.Errorf("stream entry %q: content reader stopped", e.Path)
 	}
-	defer rc.Close()
-	n, err := io.Copy(tw, io.LimitReader(rc, e.Size))
-	if err != nil {
-		return fmt.Errorf("stream entry %q: %w", e.Path, err)
+	if c.err != nil {
+		return c.err
+	}
+	var n int64
+	var err error
+	if c.rc != nil {
+		n, err = io.Copy(tw, io.LimitReader(c.rc, e.Size+1))
+		c.rc.Close()
+	} else {
+		var k int
+		k, err = tw.Write(c.data)
+		n = int64(k)
 	}
 	if n != e.Size {
-		return fmt.Errorf("stream entry %q: content is %d bytes, manifest says %d (changed since it was recorded)", e.Path, n, e.Size)
+		return fmt.Errorf("stream entry %q: content is %d bytes or more, manifest says %d (changed since it was recorded)", e.Path, n, e.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("stream entry %q: %w", e.Path, err)
 	}
 	return nil
 }
