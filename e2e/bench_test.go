@@ -73,7 +73,7 @@ func TestBenchmarkImageStore(t *testing.T) {
 		}
 		mo, mt := median(ours), median(theirs)
 		fmt.Fprintf(&table, "| %s | `%s` | %.2f s | `%s` | %.2f s | %.2fx |\n",
-			r.what, r.ours, mo.Seconds(), r.theirs, mt.Seconds(), mo.Seconds()/mt.Seconds())
+			r.what, cell(r.ours), mo.Seconds(), cell(r.theirs), mt.Seconds(), mo.Seconds()/mt.Seconds())
 	}
 	size := func(p string) int64 { fi, _ := os.Stat(filepath.Join(work, p)); return fi.Size() }
 	fmt.Fprintf(&table, "\nStream size: goldcast %d bytes, tar|zstd -3 %d bytes.\n", size("ours0.tar.zst"), size("theirs0.tar.zst"))
@@ -104,3 +104,6 @@ func kernel() string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// cell escapes a command for a markdown table cell.
+func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }

@@ -271,3 +271,27 @@ func TestListingsAndHelp(t *testing.T) {
 		t.Fatalf("man page missing: %v", err)
 	}
 }
+
+func TestRemoveVersionsAndPins(t *testing.T) {
+	src := t.TempDir()
+	data := filepath.Join(t.TempDir(), "data")
+	for _, v := range []string{"1", "2", "3"} {
+		os.WriteFile(filepath.Join(src, "v"), []byte(v), 0o644)
+		ok(t, "--data", data, "image", "import", src, "--image", "web")
+	}
+	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte("nodes:\n  - name: n1\n    image: web@2\n"), 0o644)
+	if r := run(t, "--data", data, "image", "rm", "web@2"); r.code == 0 || !strings.Contains(r.stderr, "pins it") {
+		t.Fatalf("rm of a pinned version: exit %d %s", r.code, r.stderr)
+	}
+	ok(t, "--data", data, "image", "rm", "web@latest")
+	if r := ok(t, "--data", data, "image", "info", "web"); !strings.Contains(r.stdout, "web@2") {
+		t.Fatalf("after rm web@latest the latest should be web@2:\n%s", r.stdout)
+	}
+	ok(t, "--data", data, "image", "prune", "--keep", "1")
+	if r := ok(t, "--data", data, "image", "versions", "web", "--json"); !strings.Contains(r.stdout, `"version": 2`) {
+		t.Fatalf("prune removed the pinned version:\n%s", r.stdout)
+	}
+	if r := run(t, "--data", filepath.Join(t.TempDir(), "typo"), "image", "ls"); r.code == 0 || !strings.Contains(r.stderr, "no image store") {
+		t.Fatalf("ls on a missing store: exit %d %s", r.code, r.stderr)
+	}
+}

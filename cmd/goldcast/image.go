@@ -143,9 +143,10 @@ func imageLsCmd(a *app) *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List images",
+		Long:    "Lists every image with its latest version number, how many versions it has, file count, size, publish time and manifest digest.",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -174,12 +175,16 @@ func imageLsCmd(a *app) *cobra.Command {
 
 func imageInfoCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:               "info NAME[@VERSION]",
-		Short:             "Show a version's image.json: provenance, totals, digest, tree path",
+		Use:   "info NAME[@VERSION]",
+		Short: "Show a version's image.json: provenance, totals, digest, tree path",
+		Long: `Shows where the version came from (host, path, capture time), its parent,
+manifest digest, whether it is signed, totals, kernels found under /boot,
+the excludes it was taken with, and the path of its tree (chroot-able; do
+not edit it in place: versions share files, use "image shell").`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -231,10 +236,11 @@ func imageVersionsCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:               "versions NAME",
 		Short:             "List the versions of an image",
+		Long:              "Lists an image's versions, oldest first: number, publish time, files, size, signature, digest and comment.",
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -281,7 +287,7 @@ func imageCpCmd(a *app) *cobra.Command {
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -300,13 +306,14 @@ func imageMvCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:               "mv OLD NEW",
 		Short:             "Rename an image with all its versions",
+		Long:              "Renames NAME and all its versions at once. Refuses while nodes in the configuration use the old name, unless --force (then update goldcast.yaml).",
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if err := a.refuseIfUsed(args[0], force, "rename"); err != nil {
 				return err
 			}
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -346,20 +353,37 @@ func (a *app) refuseIfUsed(ref string, force bool, verb string) error {
 func imageRmCmd(a *app) *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use:               "rm NAME[@VERSION]...",
-		Short:             "Remove images or single versions",
-		Long:              "Removes NAME with all its versions, or only version N with NAME@N. Refuses while a node in the configuration uses the image, unless --force.",
+		Use:   "rm NAME[@VERSION]...",
+		Short: "Remove images or single versions",
+		Long: `Removes NAME with all its versions, or only one version with NAME@N (or
+NAME@latest). Refuses to remove an image a node or group in the
+configuration uses, or a version one pins (image: NAME@N), unless --force.`,
 		Args:              cobra.MinimumNArgs(1),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
+			}
+			c, err := a.config()
+			if err != nil {
+				return fmt.Errorf("check which nodes use the image: %w", err)
 			}
 			for _, ref := range args {
 				name, n, err := store.ParseRef(ref)
 				if err != nil {
 					return err
+				}
+				if n == 0 && strings.Contains(ref, "@") {
+					// NAME@latest names one version, not the image.
+					v, err := s.Resolve(ref)
+					if err != nil {
+						return err
+					}
+					n = v.Info.Version
+				}
+				if n > 0 && pinnedVersions(c, name)[n] && !force {
+					return fmt.Errorf("refusing to remove %s@%d: the configuration pins it (image: %s@%d); pass --force to remove it anyway", name, n, name, n)
 				}
 				if n == 0 {
 					if err := a.refuseIfUsed(name, force, "remove"); err != nil {
@@ -407,7 +431,7 @@ Exits 1 when anything differs.`,
 			if err != nil {
 				return err
 			}
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -471,7 +495,7 @@ permissions, owner, group, ACL and xattrs.`,
 		Args:              cobra.ExactArgs(2),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -502,7 +526,7 @@ func imagePruneCmd(a *app) *cobra.Command {
 			if keep < 1 {
 				return fmt.Errorf("--keep must be at least 1, not %d", keep)
 			}
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -541,18 +565,27 @@ func imageShellCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "shell NAME[@VERSION]",
 		Short: "Edit an image in a shell; publish a new version on exit",
-		Long: `Makes a private working copy of the version and starts a shell in it:
-chrooted into it when run as root (when it holds /bin/sh), else a plain
-shell whose working directory is the copy. When the shell exits with status
-0 the copy is published as the image's next version (nothing is published
-if nothing changed); a non-zero exit ("exit 1") aborts and discards it.
-The copy shares nothing with the store, so an aborted edit leaves no trace.`,
+		Long: `Makes a private working copy of the version and starts a shell chrooted
+into it, with /proc, /sys and /dev mounted in a private mount namespace
+(they vanish with the shell and are never captured). When the shell exits
+with status 0 the copy is published as the image's next version (nothing
+is published if nothing changed); a non-zero exit ("exit 1") aborts and
+discards it. The copy shares nothing with the store, so an aborted edit
+leaves no trace. Editing an older version (NAME@N) publishes the result as
+the newest version.
+
+Needs root: only root can keep the image's owners, device nodes and file
+capabilities in the copy. An image without /bin/sh gets a host shell whose
+working directory is the copy; absolute paths then mean the host's.`,
 		Example: `  goldcast image shell web
   goldcast image shell web --command 'apt-get install -y htop' --comment 'add htop'`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeImages(a),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := a.store()
+			if os.Geteuid() != 0 {
+				return errors.New("image shell needs root: without it the copy cannot keep the image's owners, device nodes and capabilities, and publishing it would lose them")
+			}
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -561,11 +594,14 @@ The copy shares nothing with the store, so an aborted edit leaves no trace.`,
 				return err
 			}
 			defer wc.Discard()
-			sh := shellCommand(cmd.Context(), wc.Root, command)
+			sh, chrooted := shellCommand(cmd.Context(), wc.Root, command)
 			sh.Stdin, sh.Stdout, sh.Stderr = os.Stdin, a.out, a.errOut
 			sh.Env = append(os.Environ(), "GOLDCAST_IMAGE="+wc.Parent.Ref(), "PS1=(goldcast "+wc.Parent.Ref()+") \\w# ")
+			if !chrooted {
+				fmt.Fprintf(a.errOut, "warning: %s has no /bin/sh: running a HOST shell in the copy at %s; absolute paths are the host's\n", wc.Parent.Ref(), wc.Root)
+			}
 			if command == "" {
-				fmt.Fprintf(a.errOut, "editing a copy of %s in %s; exit 0 publishes, \"exit 1\" aborts\n", wc.Parent.Ref(), wc.Root)
+				fmt.Fprintf(a.errOut, "editing a copy of %s; exit 0 publishes, \"exit 1\" aborts\n", wc.Parent.Ref())
 			}
 			if err := sh.Run(); err != nil {
 				var ee *exec.ExitError
@@ -586,10 +622,10 @@ The copy shares nothing with the store, so an aborted edit leaves no trace.`,
 				return err
 			}
 			if res.Unchanged {
-				a.printf("no changes; %s stays the latest version\n", res.Version.Ref())
+				a.printf("no changes to %s; nothing published\n", wc.Parent.Ref())
 				return nil
 			}
-			a.printf("published %s\n", res.Version.Ref())
+			a.printf("published %s (edited from %s)\n", res.Version.Ref(), wc.Parent.Ref())
 			return nil
 		},
 	}
@@ -598,17 +634,24 @@ The copy shares nothing with the store, so an aborted edit leaves no trace.`,
 	return cmd
 }
 
-// shellCommand runs a shell in root: chrooted when we are root and the
-// tree has /bin/sh, else with root as the working directory.
-func shellCommand(ctx context.Context, root, command string) *exec.Cmd {
+// shellCommand runs a shell chrooted into root when root holds /bin/sh,
+// inside a private mount namespace with /proc, /sys and /dev mounted;
+// otherwise a host shell with root as its working directory. It reports
+// whether it chroots.
+func shellCommand(ctx context.Context, root, command string) (*exec.Cmd, bool) {
 	args := []string{}
 	if command != "" {
 		args = append(args, "-c", command)
 	}
-	if os.Geteuid() == 0 {
-		if fi, err := os.Stat(filepath.Join(root, "bin/sh")); err == nil && !fi.IsDir() {
-			return exec.CommandContext(ctx, "chroot", append([]string{root, "/bin/sh"}, args...)...)
-		}
+	if fi, err := os.Stat(filepath.Join(root, "bin/sh")); err == nil && !fi.IsDir() {
+		// The script sees the copy as $1 and the shell's arguments after it.
+		script := `set -e; r=$1; shift
+for d in proc sys dev; do [ -d "$r/$d" ] || continue
+  case $d in proc) mount -t proc proc "$r/proc";; sys) mount -t sysfs sysfs "$r/sys";; dev) mount --rbind /dev "$r/dev";; esac
+done
+exec chroot "$r" /bin/sh "$@"`
+		full := append([]string{"--mount", "--propagation", "private", "sh", "-c", script, "goldcast-shell", root}, args...)
+		return exec.CommandContext(ctx, "unshare", full...), true
 	}
 	shell := os.Getenv("SHELL")
 	if shell == "" || command != "" {
@@ -616,7 +659,7 @@ func shellCommand(ctx context.Context, root, command string) *exec.Cmd {
 	}
 	c := exec.CommandContext(ctx, shell, args...)
 	c.Dir = root
-	return c
+	return c, false
 }
 
 func imageExportCmd(a *app) *cobra.Command {
@@ -639,7 +682,7 @@ nanosecond mtimes, xattrs and ACLs, hard links and devices. Read it back with
 			if outPath == "" {
 				return errors.New("-o FILE (or - for stdout) is required")
 			}
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
@@ -716,9 +759,15 @@ func verifier(pub ed25519.PublicKey) func(string, []byte) error {
 
 func imageImportStreamCmd(a *app) *cobra.Command {
 	var name, pubkey string
+	var force bool
 	cmd := &cobra.Command{
-		Use:     "import-stream FILE|- --image NAME",
-		Short:   "Store a version stream (from image export) as a new version",
+		Use:   "import-stream FILE|- --image NAME",
+		Short: "Store a version stream (from image export) as a new version",
+		Long: `Reads a stream written by "image export" (from FILE or stdin), checks every
+entry against the manifest it carries, and publishes it as the next version
+of NAME, keeping its signature and provenance. Files identical to the
+latest version share its inodes. With --pubkey, an unsigned stream or one
+signed by another key is refused before anything is written.`,
 		Example: "  goldcast image import-stream web-4.tar.zst --image web\n  curl -s http://server/web.tar.zst | goldcast image import-stream - --image web",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -739,10 +788,14 @@ func imageImportStreamCmd(a *app) *cobra.Command {
 				return err
 			}
 			bar := progress.New(a.errOut, "import", 0, 0)
-			res, err := s.ImportStream(cmd.Context(), in, name, store.StreamImportOptions{Verify: verifier(pub), Progress: bar.Add})
+			res, err := s.ImportStream(cmd.Context(), in, name, store.StreamImportOptions{Verify: verifier(pub), Progress: bar.Add, PublishUnchanged: force})
 			bar.Finish()
 			if err != nil {
 				return err
+			}
+			if res.Unchanged {
+				a.printf("%s already holds this version; nothing published (use --force to publish anyway)\n", res.Version.Ref())
+				return nil
 			}
 			i := res.Version.Info
 			a.printf("published %s: %d files, %s, %d shared with the previous version\n",
@@ -752,6 +805,7 @@ func imageImportStreamCmd(a *app) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&name, "image", "", "image name (required)")
 	cmd.Flags().StringVar(&pubkey, "pubkey", "", "require a valid signature by this public key")
+	cmd.Flags().BoolVar(&force, "force", false, "publish even when the stream holds the latest version")
 	return cmd
 }
 
@@ -792,6 +846,9 @@ filesystem's lost+found is fine). Directory times are set last.`,
 			if err != nil {
 				return err
 			}
+			if os.Geteuid() != 0 {
+				fmt.Fprintln(a.errOut, "note: not root: owners, device nodes and security.*/trusted.* xattrs were not applied")
+			}
 			t := res.Manifest.Totals()
 			a.printf("extracted %d entries (%d files, %s) into %s; manifest sha256:%s\n",
 				t.Entries, t.Files, progress.Bytes(t.Bytes), target, res.Digest)
@@ -820,15 +877,15 @@ func imageSignCmd(a *app) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			s, err := a.store()
+			s, err := a.existingStore()
 			if err != nil {
 				return err
 			}
-			sig, err := s.Sign(args[0], priv)
+			v, sig, err := s.Sign(args[0], priv)
 			if err != nil {
 				return err
 			}
-			a.printf("signed %s (manifest sha256:%s) with key %s\n", args[0], sig.Digest, sig.KeyID)
+			a.printf("signed %s (manifest sha256:%s) with key %s\n", v.Ref(), sig.Digest, sig.KeyID)
 			return nil
 		},
 	}

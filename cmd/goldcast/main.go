@@ -16,11 +16,11 @@ func main() {
 	defer stop()
 	err := newRootCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "goldcast:", err)
 		var ec exitCode
 		if errors.As(err, &ec) {
-			os.Exit(int(ec))
+			os.Exit(int(ec)) // the command has said why
 		}
+		fmt.Fprintln(os.Stderr, "goldcast:", err)
 		os.Exit(1)
 	}
 }

@@ -77,6 +77,16 @@ func (a *app) store() (*store.Store, error) {
 	return store.Open(a.dataDir, a.log)
 }
 
+// existingStore opens the image store for commands that only read or
+// change what is there: a mistyped --data must not quietly yield an
+// empty store.
+func (a *app) existingStore() (*store.Store, error) {
+	if _, err := os.Stat(filepath.Join(a.dataDir, "images")); err != nil {
+		return nil, fmt.Errorf("no image store at %q: import an image first, or pass --data (or set GOLDCAST_DATA)", a.dataDir)
+	}
+	return a.store()
+}
+
 // config loads the cluster configuration; a missing default file is an
 // empty configuration, a missing explicit one an error.
 func (a *app) config() (*config.Config, error) {

@@ -28,7 +28,7 @@ type FieldDiff struct {
 type Change struct {
 	Path   string      `json:"path"`
 	Kind   ChangeKind  `json:"kind"`
-	Type   Type        `json:"-"`
+	Type   Type        `json:"type"`
 	Fields []FieldDiff `json:"fields,omitempty"`
 }
 

@@ -48,6 +48,12 @@ func (x *Excluder) Add(pattern string) error {
 	if strings.TrimSpace(p) == "" || strings.HasPrefix(p, "#") || strings.HasPrefix(p, ";") {
 		return nil
 	}
+	switch {
+	case strings.HasPrefix(p, "- "):
+		p = p[2:] // rsync filter syntax for an exclude
+	case strings.HasPrefix(p, "+ "):
+		return fmt.Errorf("exclude pattern %q: include rules (\"+ \") are not supported; list only what to exclude", pattern)
+	}
 	r := excludeRule{pattern: p}
 	if strings.HasSuffix(p, "/") {
 		r.dirOnly = true

@@ -230,3 +230,16 @@ func TestExcluderNegatedClassDoesNotMatchSlash(t *testing.T) {
 		t.Errorf(`Match("ayb") = false for pattern "/a[!x]b"`)
 	}
 }
+
+func TestRsyncFilterPrefixes(t *testing.T) {
+	x, err := manifest.NewExcluder([]string{"- /drop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !x.Match("drop", false) {
+		t.Error(`"- /drop" did not exclude drop`)
+	}
+	if _, err := manifest.NewExcluder([]string{"+ /keep"}); err == nil || !strings.Contains(err.Error(), "include rules") {
+		t.Errorf(`"+ /keep" gave %v; want an error about include rules`, err)
+	}
+}

@@ -50,6 +50,9 @@ func (t Type) String() string {
 	return fmt.Sprintf("type(%q)", byte(t))
 }
 
+// MarshalText renders the type's name in JSON.
+func (t Type) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
 func (t Type) valid() bool {
 	switch t {
 	case TypeRegular, TypeDir, TypeSymlink, TypeCharDev, TypeBlockDev, TypeFIFO:
@@ -243,4 +246,73 @@ func (m *Manifest) HardLinked() map[string]bool {
 		}
 	}
 	return g
+}
+
+// Patch returns a new manifest: m without the removed paths (and
+// everything below them), with each upsert replacing or adding the entry
+// at its path. The result is sorted and validated.
+func (m *Manifest) Patch(upserts []Entry, removes []string) (*Manifest, error) {
+	gone := make(map[string]bool, len(removes))
+	for _, p := range removes {
+		if !ValidPath(p) || p == "." {
+			return nil, fmt.Errorf("patch manifest: cannot remove %q", p)
+		}
+		gone[p] = true
+	}
+	repl := make(map[string]*Entry, len(upserts))
+	for i := range upserts {
+		if _, dup := repl[upserts[i].Path]; dup {
+			return nil, fmt.Errorf("patch manifest: %q given twice", upserts[i].Path)
+		}
+		repl[upserts[i].Path] = &upserts[i]
+	}
+	removed := func(p string) bool {
+		for q := p; q != ""; q = Parent(q) {
+			if gone[q] {
+				return true
+			}
+		}
+		return false
+	}
+	out := &Manifest{Entries: make([]Entry, 0, len(m.Entries)+len(upserts))}
+	for i := range m.Entries {
+		e := &m.Entries[i]
+		if _, ok := repl[e.Path]; ok || removed(e.Path) {
+			continue
+		}
+		out.Entries = append(out.Entries, *e)
+	}
+	for _, e := range upserts {
+		out.Entries = append(out.Entries, e)
+	}
+	out.Sort()
+	if err := out.Validate(); err != nil {
+		return nil, fmt.Errorf("patch manifest: %w", err)
+	}
+	return out, nil
+}
+
+// EntriesUnder returns the entries at p and below it, in manifest order.
+func (m *Manifest) EntriesUnder(p string) []Entry {
+	var out []Entry
+	prefix := p + "/"
+	for i := range m.Entries {
+		q := m.Entries[i].Path
+		if q == p || p == "." || strings.HasPrefix(q, prefix) {
+			out = append(out, m.Entries[i])
+		}
+	}
+	return out
+}
+
+// ParseLine decodes one canonical manifest line (see Encode).
+func ParseLine(line string) (Entry, error) {
+	e, err := parseLine(line)
+	if err != nil {
+		return e, err
+	}
+	if canon := e.appendLine(nil); string(canon) != line {
+		return e, fmt.Errorf("manifest line not in canonical form (want %q)", canon)
+	}
+	return e, nil
 }

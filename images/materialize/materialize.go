@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -287,16 +288,19 @@ func writeNonZero(f *os.File, chunk []byte, base int64, zero []byte) (int64, err
 	return end, nil
 }
 
-// RemoveContents deletes everything inside dir, making read-only
-// directories writable first, and leaves dir itself. It is how a failed
-// extraction takes back what it wrote into an empty target.
-func RemoveContents(dir string) error {
+// RemoveContents deletes everything inside dir except the names in keep,
+// making read-only directories writable first, and leaves dir itself. It
+// is how a failed extraction takes back what it wrote into an empty target.
+func RemoveContents(dir string, keep ...string) error {
 	names, err := readNames(dir)
 	if err != nil {
 		return err
 	}
 	var firstErr error
 	for _, n := range names {
+		if slices.Contains(keep, n) {
+			continue
+		}
 		p := dir + "/" + n
 		if err := makeWritable(p); err != nil && firstErr == nil {
 			firstErr = err

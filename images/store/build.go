@@ -220,6 +220,11 @@ type ImportOptions struct {
 	// PublishUnchanged publishes a version even when the tree equals the
 	// parent's; by default an identical tree publishes nothing.
 	PublishUnchanged bool
+	// SourcePath overrides the recorded source path; Excludes are
+	// recorded in addition to Exclude's patterns (carried over from a
+	// parent version).
+	SourcePath string
+	Excludes   []string
 	// Workers bounds parallel file copies (0: one per CPU).
 	Workers int
 	// Progress is told of each file and its bytes as they are stored.
@@ -245,6 +250,10 @@ func (s *Store) ImportDir(ctx context.Context, src, name string, opts ImportOpti
 		return nil, err
 	}
 	absSrc, err := filepath.Abs(src)
+	if err == nil {
+		// A symlink naming the tree (or a trailing "/") is followed once.
+		absSrc, err = filepath.EvalSymlinks(absSrc)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("import %q: %w", src, err)
 	}
@@ -304,7 +313,10 @@ func (s *Store) ImportDir(ctx context.Context, src, name string, opts ImportOpti
 	}
 	info := &Info{
 		CapturedAt: started, SourceHost: opts.SourceHost, SourcePath: absSrc, Comment: opts.Comment,
-		Excludes: opts.Exclude.Patterns(), DiskLayout: opts.DiskLayout,
+		Excludes: append(opts.Excludes, opts.Exclude.Patterns()...), DiskLayout: opts.DiskLayout,
+	}
+	if opts.SourcePath != "" {
+		info.SourcePath = opts.SourcePath
 	}
 	if parent != nil {
 		info.Parent = parent.Info.Version
@@ -357,6 +369,9 @@ type StreamImportOptions struct {
 	Verify func(digest string, signature []byte) error
 	// Progress is told of each entry as it lands.
 	Progress manifest.Progress
+	// PublishUnchanged publishes even when the stream holds the latest
+	// version's manifest; by default that publishes nothing.
+	PublishUnchanged bool
 }
 
 // ImportStream stores a version stream as a new version of image name,
@@ -403,6 +418,9 @@ func (s *Store) ImportStream(ctx context.Context, r io.Reader, name string, opts
 	}
 	if !bytes.Equal(res.Manifest.Bytes(), res.Meta.Manifest) {
 		return nil, fmt.Errorf("import stream into %q: manifest is not in canonical form", name)
+	}
+	if !opts.PublishUnchanged && parent != nil && res.Digest == parent.Info.ManifestDigest {
+		return &ImportResult{Version: parent, Unchanged: true}, nil
 	}
 	info := &Info{CapturedAt: time.Now().UTC()}
 	if res.Meta.ImageJSON != nil {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/materialize"
@@ -223,34 +224,44 @@ func (s *Store) Verify(ctx context.Context, ref string, opts VerifyOptions) (*Ve
 	return res, nil
 }
 
+// withoutDevices drops what a tree written without root cannot hold:
+// device nodes and security.* / trusted.* xattrs.
 func withoutDevices(m *manifest.Manifest) *manifest.Manifest {
 	out := &manifest.Manifest{Entries: make([]manifest.Entry, 0, len(m.Entries))}
 	for _, e := range m.Entries {
-		if e.Type != manifest.TypeCharDev && e.Type != manifest.TypeBlockDev {
-			out.Entries = append(out.Entries, e)
+		if e.Type == manifest.TypeCharDev || e.Type == manifest.TypeBlockDev {
+			continue
 		}
+		var xs []manifest.Xattr
+		for _, x := range e.Xattrs {
+			if !strings.HasPrefix(x.Name, "security.") && !strings.HasPrefix(x.Name, "trusted.") {
+				xs = append(xs, x)
+			}
+		}
+		e.Xattrs = xs
+		out.Entries = append(out.Entries, e)
 	}
 	return out
 }
 
 // Sign stores a signature of the version's manifest by priv. Signing
 // adds a file beside the manifest; the version itself is unchanged.
-func (s *Store) Sign(ref string, priv ed25519.PrivateKey) (*signing.Signature, error) {
+func (s *Store) Sign(ref string, priv ed25519.PrivateKey) (*Version, *signing.Signature, error) {
 	v, err := s.Resolve(ref)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if _, _, err := v.Manifest(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	sig, err := signing.Sign(priv, v.Info.ManifestDigest)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := writeFileSync(filepath.Join(v.Dir, "signature"), sig.Marshal(), 0o644); err != nil {
-		return nil, fmt.Errorf("sign %s: %w", v.Ref(), err)
+		return nil, nil, fmt.Errorf("sign %s: %w", v.Ref(), err)
 	}
-	return sig, nil
+	return v, sig, nil
 }
 
 // Export writes the version as a stream (see package stream).
@@ -320,6 +331,7 @@ func (w *WorkingCopy) Publish(ctx context.Context, comment string) (*ImportResul
 	return w.store.ImportDir(ctx, w.Root, w.Parent.Info.Image, ImportOptions{
 		Parent: w.Parent, SourceHost: host, Comment: comment,
 		DiskLayout: w.Parent.Info.DiskLayout, Checksum: true,
+		SourcePath: "image shell of " + w.Parent.Ref(), Excludes: w.Parent.Info.Excludes,
 	})
 }
 

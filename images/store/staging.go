@@ -99,6 +99,13 @@ func (s *Store) cleanStaging() error {
 	for _, d := range ents {
 		dir := filepath.Join(base, d.Name())
 		f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
+		if err != nil {
+			// A builder that just made its directory may not have its
+			// lock file yet: leave young areas alone.
+			if fi, serr := os.Stat(dir); serr == nil && time.Since(fi.ModTime()) < time.Minute {
+				continue
+			}
+		}
 		if err == nil {
 			if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
 				f.Close() // a live builder holds it
@@ -174,7 +181,9 @@ func (s *Store) publish(st *staging, name string, info *Info) (*Version, error) 
 
 func writeInfo(dir string, info *Info) error {
 	stored := *info
-	stored.Path, stored.Signed = "", false
+	// Name and number come from where the version is stored (so a
+	// renamed image stays right); path and signed are found on read.
+	stored.Image, stored.Version, stored.Path, stored.Signed = "", 0, "", false
 	raw, err := json.MarshalIndent(stored, "", "  ")
 	if err != nil {
 		return fmt.Errorf("encode image.json: %w", err)

@@ -49,8 +49,8 @@ type Store struct {
 type Info struct {
 	// Image and Version identify the version; they come from where it is
 	// stored, not from the file, so a renamed image stays consistent.
-	Image   string `json:"image"`
-	Version int    `json:"version"`
+	Image   string `json:"image,omitempty"`
+	Version int    `json:"version,omitempty"`
 	// Created is when the version was published.
 	Created time.Time `json:"created"`
 	// CapturedAt is when its content was read from the source.

@@ -281,7 +281,7 @@ func TestSignVerifyAndTamperedManifest(t *testing.T) {
 	if _, err := s.Verify(context.Background(), "img", VerifyOptions{PublicKey: pubA}); !errors.Is(err, signing.ErrBadSignature) {
 		t.Fatalf("unsigned version verified with a key: %v", err)
 	}
-	if _, err := s.Sign("img", privA); err != nil {
+	if _, _, err := s.Sign("img", privA); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Verify(context.Background(), "img", VerifyOptions{PublicKey: pubA}); err != nil {

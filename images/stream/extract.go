@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/klauspost/compress/zstd"
@@ -125,6 +126,7 @@ func classify(err error, what string) error {
 // presented as complete.
 func Extract(ctx context.Context, r io.Reader, target string, opts ExtractOptions) (res *Result, err error) {
 	created := false
+	var keep []string // what the target held before (lost+found)
 	if _, statErr := os.Lstat(target); errors.Is(statErr, os.ErrNotExist) {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return nil, fmt.Errorf("create target %q: %w", target, err)
@@ -138,6 +140,9 @@ func Extract(ctx context.Context, r io.Reader, target string, opts ExtractOption
 		if !empty {
 			return nil, fmt.Errorf("extract into %q: %w", target, ErrTargetNotEmpty)
 		}
+		if _, err := os.Lstat(filepath.Join(target, "lost+found")); err == nil {
+			keep = append(keep, "lost+found")
+		}
 	}
 	defer func() {
 		if err == nil || opts.KeepPartial {
@@ -149,7 +154,7 @@ func Extract(ctx context.Context, r io.Reader, target string, opts ExtractOption
 			}
 			return
 		}
-		materialize.RemoveContents(target)
+		materialize.RemoveContents(target, keep...)
 	}()
 
 	zr, err := zstd.NewReader(r)
@@ -273,15 +278,15 @@ func (x *extractor) regular(e *manifest.Entry) (int64, error) {
 			return n, nil
 		}
 	}
-	sum, n, err := materialize.WriteFile(x.target, e, x.tr, x.opts.Materialize)
+	src := &readTracker{r: x.tr}
+	sum, n, err := materialize.WriteFile(x.target, e, src, x.opts.Materialize)
 	if err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return n, fmt.Errorf("%w: content of %q: %v", ErrTruncated, e.Path, err)
+		if src.err != nil {
+			// The stream failed under us; anything else is local (a
+			// full disk, permissions) and says so itself.
+			return n, classify(src.err, fmt.Sprintf("read content of %q", e.Path))
 		}
-		if errors.Is(err, os.ErrExist) || errors.Is(err, os.ErrPermission) {
-			return n, err
-		}
-		return n, fmt.Errorf("%w: %v", ErrCorrupt, err)
+		return n, err
 	}
 	return n, checkContent(e, sum, n)
 }
@@ -343,4 +348,19 @@ func hashReader(r io.Reader) (string, int64, error) {
 	h := sha256.New()
 	n, err := io.Copy(h, r)
 	return hex.EncodeToString(h.Sum(nil)), n, err
+}
+
+// readTracker remembers the error its reader returned, so a failed write
+// can tell a broken stream from a local problem.
+type readTracker struct {
+	r   io.Reader
+	err error
+}
+
+func (t *readTracker) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		t.err = err
+	}
+	return n, err
 }

@@ -452,3 +452,25 @@ func TestReuseLinksIdenticalFiles(t *testing.T) {
 		t.Error("reused file does not share the source inode")
 	}
 }
+
+func TestFullDiskIsALocalError(t *testing.T) {
+	src := smallTree(t) // ~800 KB of random data
+	data := encode(t, src, scanned(t, src), nil)
+	target := t.TempDir()
+	if err := unix.Mount("tmpfs", target, "tmpfs", 0, "size=256k"); err != nil {
+		t.Skipf("cannot mount a small tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(target, unix.MNT_DETACH) })
+	os.Mkdir(filepath.Join(target, "lost+found"), 0o700)
+	_, err := Extract(context.Background(), bytes.NewReader(data), target, ExtractOptions{})
+	if err == nil {
+		t.Fatal("extraction into a full filesystem succeeded")
+	}
+	if errors.Is(err, ErrCorrupt) || errors.Is(err, ErrTruncated) || !errors.Is(err, unix.ENOSPC) {
+		t.Fatalf("full disk reported as %v; want a local ENOSPC error, not a stream problem", err)
+	}
+	ents, _ := os.ReadDir(target)
+	if len(ents) != 1 || ents[0].Name() != "lost+found" {
+		t.Errorf("after the failure the target holds %v; want only the pre-existing lost+found", ents)
+	}
+}
