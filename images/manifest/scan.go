@@ -21,8 +21,13 @@ import (
 // ScanOptions tune Scan.
 type ScanOptions struct {
 	// OneFileSystem keeps the walk on the root's filesystem: a mount point
-	// is recorded as an empty directory and not descended into.
+	// is recorded as an empty directory and not descended into, unless
+	// CrossMount says to.
 	OneFileSystem bool
+	// CrossMount, with OneFileSystem, is asked about each mount point met
+	// (by manifest path); true descends into it (a local filesystem such
+	// as /boot belongs to the tree, /proc does not).
+	CrossMount func(rel string) bool
 	// Exclude drops matching paths (and, for directories, everything
 	// under them).
 	Exclude *Excluder
@@ -47,14 +52,14 @@ func Scan(ctx context.Context, root string, opts ScanOptions) (*Manifest, error)
 		return nil, fmt.Errorf("scan %q: not a directory", root)
 	}
 	type inode struct{ dev, ino uint64 }
-	s := &scanner{root: root, opts: opts, log: log, rootDev: rootSt.Dev}
+	s := &scanner{root: root, opts: opts, log: log}
 	rootEntry, err := s.entry(".", filepath.Clean(root), &rootSt)
 	if err != nil {
 		return nil, err
 	}
 	m := &Manifest{Entries: []Entry{rootEntry}}
 	inodes := map[int]inode{}
-	if err := s.walkDir(ctx, ".", filepath.Clean(root), m, func(i int, st *unix.Stat_t) {
+	if err := s.walkDir(ctx, ".", filepath.Clean(root), rootSt.Dev, m, func(i int, st *unix.Stat_t) {
 		if st.Nlink > 1 {
 			inodes[i] = inode{st.Dev, st.Ino}
 		}
@@ -102,13 +107,12 @@ func compareStrings(a, b string) int {
 }
 
 type scanner struct {
-	root    string
-	opts    ScanOptions
-	log     *slog.Logger
-	rootDev uint64
+	root string
+	opts ScanOptions
+	log  *slog.Logger
 }
 
-func (s *scanner) walkDir(ctx context.Context, rel, abs string, m *Manifest, note func(int, *unix.Stat_t)) error {
+func (s *scanner) walkDir(ctx context.Context, rel, abs string, dev uint64, m *Manifest, note func(int, *unix.Stat_t)) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -143,10 +147,10 @@ func (s *scanner) walkDir(ctx context.Context, rel, abs string, m *Manifest, not
 			note(len(m.Entries)-1, &st)
 		}
 		if isDir {
-			if s.opts.OneFileSystem && st.Dev != s.rootDev {
+			if s.opts.OneFileSystem && st.Dev != dev && (s.opts.CrossMount == nil || !s.opts.CrossMount(childRel)) {
 				continue
 			}
-			if err := s.walkDir(ctx, childRel, childAbs, m, note); err != nil {
+			if err := s.walkDir(ctx, childRel, childAbs, st.Dev, m, note); err != nil {
 				return err
 			}
 		}

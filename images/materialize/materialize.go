@@ -359,3 +359,49 @@ func IsEmptyDir(dir string, allowLostFound bool) (bool, error) {
 	}
 	return true, nil
 }
+
+// Reconcile makes an existing entry's metadata equal to e's: owner, mode
+// (not for symlinks), the exact set of xattrs (adding, changing and
+// removing), and mtime. It is how an update fixes an entry whose content
+// is already right.
+func Reconcile(root string, e *manifest.Entry, opts Options) error {
+	p := Path(root, e.Path)
+	if !opts.Unprivileged {
+		if err := unix.Lchown(p, int(e.UID), int(e.GID)); err != nil {
+			return fmt.Errorf("chown %q: %w", e.Path, err)
+		}
+	}
+	if e.Type != manifest.TypeSymlink {
+		if err := unix.Fchmodat(unix.AT_FDCWD, p, e.Mode, 0); err != nil {
+			return fmt.Errorf("chmod %q: %w", e.Path, err)
+		}
+	}
+	have, err := manifest.ReadXattrs(p)
+	if err != nil {
+		return fmt.Errorf("read xattrs of %q: %w", e.Path, err)
+	}
+	want := map[string]bool{}
+	for _, x := range e.Xattrs {
+		want[x.Name] = true
+	}
+	for _, x := range have {
+		if !want[x.Name] && !(opts.Unprivileged && privilegedXattr(x.Name)) {
+			if err := unix.Lremovexattr(p, x.Name); err != nil {
+				return fmt.Errorf("remove xattr %q from %q: %w", x.Name, e.Path, err)
+			}
+		}
+	}
+	for _, x := range e.Xattrs {
+		if opts.Unprivileged && privilegedXattr(x.Name) {
+			continue
+		}
+		if err := unix.Lsetxattr(p, x.Name, x.Value, 0); err != nil {
+			return fmt.Errorf("set xattr %q on %q: %w", x.Name, e.Path, err)
+		}
+	}
+	ts := []unix.Timespec{unix.NsecToTimespec(e.MtimeNS), unix.NsecToTimespec(e.MtimeNS)}
+	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return fmt.Errorf("set mtime on %q: %w", e.Path, err)
+	}
+	return nil
+}

@@ -372,6 +372,9 @@ type StreamImportOptions struct {
 	// PublishUnchanged publishes even when the stream holds the latest
 	// version's manifest; by default that publishes nothing.
 	PublishUnchanged bool
+	// Info, when set, is the provenance to record (a capture session
+	// knows it); otherwise the stream's image.json supplies it.
+	Info *Info
 }
 
 // ImportStream stores a version stream as a new version of image name,
@@ -423,7 +426,10 @@ func (s *Store) ImportStream(ctx context.Context, r io.Reader, name string, opts
 		return &ImportResult{Version: parent, Unchanged: true}, nil
 	}
 	info := &Info{CapturedAt: time.Now().UTC()}
-	if res.Meta.ImageJSON != nil {
+	if opts.Info != nil {
+		provenance := *opts.Info
+		info = &provenance
+	} else if res.Meta.ImageJSON != nil {
 		var src Info
 		if err := json.Unmarshal(res.Meta.ImageJSON, &src); err != nil {
 			return nil, fmt.Errorf("import stream into %q: image.json: %w", name, err)
@@ -440,4 +446,133 @@ func (s *Store) ImportStream(ctx context.Context, r io.Reader, name string, opts
 	}
 	st = nil
 	return &ImportResult{Version: v, Reused: res.Reused}, nil
+}
+
+// Scratch is a private directory in the staging area for data that is
+// not a version yet (uploaded content of a capture). It is removed by
+// Discard, or by the next Open after a crash.
+type Scratch struct {
+	// Dir is the directory to write into.
+	Dir string
+	st  *staging
+}
+
+// NewScratch makes a scratch directory; purpose is reported if it has to
+// be cleaned up after a crash.
+func (s *Store) NewScratch(image, purpose string) (*Scratch, error) {
+	st, err := s.newStaging(image, purpose)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(st.dir, "scratch")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		st.discard()
+		return nil, fmt.Errorf("create scratch directory: %w", err)
+	}
+	return &Scratch{Dir: dir, st: st}, nil
+}
+
+// Discard removes the scratch directory.
+func (sc *Scratch) Discard() {
+	if sc.st != nil {
+		sc.st.discard()
+		sc.st = nil
+	}
+}
+
+// AssembleOptions tell Assemble where content comes from and what to
+// record.
+type AssembleOptions struct {
+	// Base is the version the new one is derived from: its unchanged
+	// files are shared, and any of its files may supply content by
+	// digest.
+	Base *Version
+	// Uploaded names a file holding e's content, or "" when none was
+	// uploaded.
+	Uploaded func(e *manifest.Entry) string
+	// Info carries provenance (source host and path, capture time,
+	// comment, excludes, disk layout); the rest is filled in.
+	Info Info
+	// Progress is told of each file stored.
+	Progress manifest.Progress
+}
+
+// Assemble publishes the version m describes as the next version of image
+// name, taking each file's content from the base version (shared when
+// identical, copied when only the digest matches) or from an uploaded
+// file. Every written file is hashed and must match m. A manifest equal
+// to the base's publishes nothing (Unchanged).
+func (s *Store) Assemble(ctx context.Context, name string, m *manifest.Manifest, opts AssembleOptions) (*ImportResult, error) {
+	if err := ValidName(name); err != nil {
+		return nil, err
+	}
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Base != nil && m.Digest() == opts.Base.Info.ManifestDigest {
+		return &ImportResult{Version: opts.Base, Unchanged: true}, nil
+	}
+	reuse, err := s.reusableFrom(opts.Base)
+	if err != nil {
+		return nil, err
+	}
+	bySum := map[string]string{}
+	if opts.Base != nil {
+		bm, _, err := opts.Base.Manifest()
+		if err != nil {
+			return nil, err
+		}
+		for i := range bm.Entries {
+			if e := &bm.Entries[i]; e.Type == manifest.TypeRegular && e.LinkTo == "" {
+				bySum[e.SHA256] = materialize.Path(opts.Base.TreePath(), e.Path)
+			}
+		}
+	}
+	st, err := s.newStaging(name, "capture")
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if st != nil {
+			st.discard()
+		}
+	}()
+	grouped := m.HardLinked()
+	b := &builder{
+		m: m, dst: st.tree(), mopts: s.mopts(), progress: opts.Progress,
+		reuse: func(e *manifest.Entry) string { return reuse.match(e, grouped[e.Path], false) },
+		open: func(e *manifest.Entry) (*os.File, error) {
+			src := ""
+			if opts.Uploaded != nil {
+				src = opts.Uploaded(e)
+			}
+			if src == "" {
+				src = bySum[e.SHA256]
+			}
+			if src == "" && e.Size == 0 {
+				return os.Open(os.DevNull)
+			}
+			if src == "" {
+				return nil, fmt.Errorf("no content for %q (sha256 %s): neither uploaded nor in the base version", e.Path, e.SHA256)
+			}
+			f, err := os.Open(src)
+			if err != nil {
+				return nil, fmt.Errorf("content of %q: %w", e.Path, err)
+			}
+			return f, nil
+		},
+	}
+	if err := b.run(ctx); err != nil {
+		return nil, fmt.Errorf("assemble %q: %w", name, err)
+	}
+	info := opts.Info
+	if opts.Base != nil {
+		info.Parent = opts.Base.Info.Version
+	}
+	v, err := s.finish(st, name, m, nil, &info)
+	if err != nil {
+		return nil, err
+	}
+	st = nil
+	return &ImportResult{Version: v, Reused: b.reused}, nil
 }

@@ -1,0 +1,124 @@
+// Package api holds what the goldcast server and its clients agree on:
+// routes, JSON bodies, and the framing of binary bodies. The server and
+// the client never import each other; they meet here.
+package api
+
+import (
+	"encoding/json"
+
+	"github.com/goldcast/goldcast/transport/treesync"
+)
+
+// Prefix is the root of every API route.
+const Prefix = "/api/v1"
+
+// TokenHeader carries the admin token ("Authorization: Bearer TOKEN" is
+// accepted too).
+const TokenHeader = "X-Goldcast-Token"
+
+// Error is the body of every failed request.
+type Error struct {
+	Error string `json:"error"`
+}
+
+// TreeRequest asks for listings of directories of a version
+// (POST /images/{ref}/tree).
+type TreeRequest struct {
+	Paths []string `json:"paths"`
+}
+
+// TreeResponse answers a TreeRequest.
+type TreeResponse struct {
+	// Root is the version's tree digest (treesync.Index.RootDigest).
+	Root     string             `json:"root"`
+	Listings []treesync.Listing `json:"listings"`
+}
+
+// EntriesRequest asks for manifest lines of a version
+// (POST /images/{ref}/entries); the answer is canonical manifest lines,
+// one per entry, as text. With Subtree, everything below each path comes
+// too.
+type EntriesRequest struct {
+	Paths   []string `json:"paths"`
+	Subtree bool     `json:"subtree,omitempty"`
+}
+
+// CaptureRequest opens a capture session (POST /captures).
+type CaptureRequest struct {
+	Image    string          `json:"image"`
+	Host     string          `json:"host"`
+	Root     string          `json:"root"`
+	Comment  string          `json:"comment,omitempty"`
+	Excludes []string        `json:"excludes,omitempty"`
+	Layout   json.RawMessage `json:"layout,omitempty"`
+}
+
+// CaptureSession is an open capture.
+type CaptureSession struct {
+	ID    string `json:"id"`
+	Image string `json:"image"`
+	// BaseVersion is the version the capture is compared with (0: the
+	// image is new and the capture travels as a full stream).
+	BaseVersion int    `json:"base_version"`
+	BaseDigest  string `json:"base_digest,omitempty"`
+	// BaseTree is the base version's tree digest for treesync.
+	BaseTree string `json:"base_tree,omitempty"`
+}
+
+// ManifestPatch turns the base version's manifest into the captured one
+// (POST /captures/{id}/manifest): Upserts are canonical manifest lines
+// that replace or add entries, Removes are paths deleted with their
+// subtrees. Digest is the captured manifest's digest; the server refuses a
+// patch whose result differs.
+type ManifestPatch struct {
+	Digest  string   `json:"digest"`
+	Upserts []string `json:"upserts"`
+	Removes []string `json:"removes"`
+}
+
+// Need is one file whose content the server does not have.
+type Need struct {
+	Path string `json:"path"`
+	// Basis is a path of the base version whose content the delta may
+	// refer to ("" when the file must be sent whole).
+	Basis string `json:"basis,omitempty"`
+}
+
+// PatchResult answers a ManifestPatch with the content still needed.
+type PatchResult struct {
+	Need []Need `json:"need"`
+}
+
+// SignatureRequest asks for rsync signatures of base-version files
+// (POST /captures/{id}/signatures); the answer is a frame stream.
+type SignatureRequest struct {
+	Paths []string `json:"paths"`
+}
+
+// Published reports a published version.
+type Published struct {
+	Image   string `json:"image"`
+	Version int    `json:"version"`
+	Digest  string `json:"digest"`
+	// Unchanged is set when the capture equals the base version and
+	// nothing was published.
+	Unchanged bool  `json:"unchanged,omitempty"`
+	Reused    int   `json:"reused"`
+	BytesIn   int64 `json:"bytes_in"`
+}
+
+// Frame kinds in binary bodies.
+const (
+	// KindFull carries a file's whole content.
+	KindFull byte = 'F'
+	// KindDelta carries a delta op stream against a basis file.
+	KindDelta byte = 'D'
+	// KindSignature carries an rsync signature of a file.
+	KindSignature byte = 'S'
+)
+
+// ServerInfo describes the server (GET /server).
+type ServerInfo struct {
+	// RsyncAddr is the rsync daemon's listen address ("" when off).
+	RsyncAddr string `json:"rsync_addr,omitempty"`
+}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/goldcast/goldcast/client"
+	"github.com/goldcast/goldcast/internal/progress"
+)
+
+// serverFlags are the options every command that talks to a server has.
+type serverFlags struct {
+	url, tokenFile, fingerprint, caFile string
+}
+
+func (s *serverFlags) add(cmd *cobra.Command) {
+	f := cmd.Flags()
+	f.StringVar(&s.url, "server", os.Getenv("GOLDCAST_SERVER"), "server URL, e.g. http://imageserver:8080 (env GOLDCAST_SERVER)")
+	f.StringVar(&s.tokenFile, "token-file", os.Getenv("GOLDCAST_TOKEN_FILE"), "file holding the admin token (the server's DATA/admin.token; env GOLDCAST_TOKEN_FILE)")
+	f.StringVar(&s.fingerprint, "tls-fingerprint", "", "pin the server certificate's sha256 (for --tls-self-signed servers)")
+	f.StringVar(&s.caFile, "tls-ca", "", "trust this CA certificate for the server")
+}
+
+func (s *serverFlags) client() (*client.Client, error) {
+	if s.url == "" {
+		return nil, errors.New("--server URL is required (or set GOLDCAST_SERVER)")
+	}
+	o := client.Options{URL: s.url, TLSFingerprint: s.fingerprint, CAFile: s.caFile}
+	if s.tokenFile != "" {
+		t, err := client.ReadToken(s.tokenFile)
+		if err != nil {
+			return nil, err
+		}
+		o.Token = t
+	}
+	return client.New(o)
+}
+
+func newCaptureCommand(a *app) *cobra.Command {
+	var sf serverFlags
+	var o client.CaptureOptions
+	cmd := &cobra.Command{
+		Use:   "capture --server URL --image NAME [--root DIR]",
+		Short: "Capture this machine (the golden client) as a new image version",
+		Long: `Walks the root (default /) and the local filesystems mounted below it,
+skipping /proc, /sys, /dev, /run and /tmp contents, network and pseudo
+filesystems, swap files and the default excludes (see docs/capture.md),
+records the disk layout, and publishes the tree as the next version of
+NAME on the server.
+
+The first capture of an image travels as one verified stream. Later
+captures compare directory digests with the image's latest version, send
+only the manifest entries that changed, and send changed files as rsync
+deltas against the server's copy. Nothing is published until every file
+has arrived and matched its sha256; an interrupted capture leaves no
+version behind. --dry-run lists what would change.`,
+		Example: `  goldcast capture --server http://imageserver:8080 --token-file admin.token --image web
+  goldcast capture --server URL --token-file F --image web --root /mnt/golden --exclude '/srv/cache/*'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Image == "" {
+				return errors.New("--image NAME is required")
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			bar := progress.New(a.errOut, "capture", 0, 0)
+			o.Log, o.Progress, o.Out = a.log, bar.Add, a.out
+			start := time.Now()
+			res, err := c.Capture(cmd.Context(), o)
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			sent, recvd := c.WireBytes()
+			if o.DryRun {
+				fmt.Fprintf(a.errOut, "dry run: %d changes; nothing sent\n", len(res.Changes))
+				return nil
+			}
+			p := res.Published
+			switch {
+			case p.Unchanged:
+				a.printf("%s@%d already holds this tree; nothing published\n", p.Image, p.Version)
+			case res.Full:
+				a.printf("published %s@%d: %d files, %s, sent as a full stream\n", p.Image, p.Version, res.Files, progress.Bytes(res.Bytes))
+			default:
+				a.printf("published %s@%d: %d files, %s; %s sent as is, %s rebuilt from the previous version\n",
+					p.Image, p.Version, res.Files, progress.Bytes(res.Bytes), progress.Bytes(res.LiteralBytes), progress.Bytes(res.MatchedBytes))
+			}
+			a.printf("wire: %s sent, %s received in %s\n", progress.Bytes(sent), progress.Bytes(recvd), time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	sf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "", "image name (required)")
+	f.StringVar(&o.Root, "root", "/", "tree to capture (a mounted or chrooted system)")
+	f.StringArrayVar(&o.Excludes, "exclude", nil, "exclude pattern, added to the defaults (repeatable)")
+	f.StringVar(&o.ExcludeFrom, "exclude-from", "", "file of exclude patterns, one per line")
+	f.StringVar(&o.Comment, "comment", "", "note recorded in image.json")
+	f.BoolVar(&o.DryRun, "dry-run", false, "list what would change; send nothing")
+	f.BoolVar(&o.SkipLayout, "no-layout", false, "do not record the disk layout")
+	return cmd
+}
+
+func newDeployCommand(a *app) *cobra.Command {
+	var sf serverFlags
+	var o client.DeployOptions
+	cmd := &cobra.Command{
+		Use:   "deploy --server URL --image NAME[@V] --target DIR",
+		Short: "Lay an image version into an empty root and verify it",
+		Long: `Fills an empty directory (typically a freshly made and mounted filesystem)
+with an image version. --transport http (default) extracts the verified
+tar.zst stream; --transport rsync pulls from the server's rsync daemon and
+then applies what rsync cannot carry (setuid bits, hard links, xattrs, ACLs,
+nanosecond times) from the manifest. Either way the result is checked
+against the version's manifest. A non-empty target is refused unless
+--force, which updates it in place instead (deleting what the image lacks).`,
+		Example: "  goldcast deploy --server http://imageserver:8080 --image web --target /mnt/newroot",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.Image == "" || o.Target == "" {
+				return errors.New("--image NAME and --target DIR are required")
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			bar := progress.New(a.errOut, "deploy", 0, 0)
+			o.Log, o.Progress = a.log, bar.Add
+			start := time.Now()
+			res, err := c.Deploy(cmd.Context(), o)
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			a.printf("deployed %s into %s: %d entries, %s, in %s\n", res.Version, o.Target, res.Entries, progress.Bytes(res.Bytes), time.Since(start).Round(time.Millisecond))
+			return nil
+		},
+	}
+	sf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (required)")
+	f.StringVar(&o.Target, "target", "", "empty directory to deploy into (required)")
+	f.StringVar(&o.Transport, "transport", client.TransportHTTP, "http (verified stream) or rsync (server's rsync daemon)")
+	f.BoolVar(&o.Force, "force", false, "deploy into a non-empty target by updating it in place")
+	return cmd
+}
+
+func newUpdateCommand(a *app) *cobra.Command {
+	var sf serverFlags
+	var o client.UpdateOptions
+	var reboot bool
+	cmd := &cobra.Command{
+		Use:   "update --server URL [--image NAME[@V]] [--root DIR]",
+		Short: "Bring an installed node up to date with its image (si_updateclient)",
+		Long: `Compares the node's root with the image version by directory digests,
+fetches changed files as rsync deltas against the local copies, writes each
+to a temporary name and renames it into place, applies every piece of
+metadata from the manifest, and deletes what the image lacks (unless
+--no-delete). Paths in the default exclude list (node identity, logs, home
+directories, network configuration; see docs/update.md) and in
+ROOT/etc/goldcast/update.exclude are never touched. Afterwards the root is
+checked against the version again and ROOT/etc/goldcast/last-sync records
+what it now matches. Without --image, the image of the last sync is used.
+Safe to rerun; --dry-run prints the itemized changes only.`,
+		Example: `  goldcast update --server http://imageserver:8080 --image web
+  goldcast update --server URL --image web@4 --root /mnt/node --dry-run`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if reboot && o.Root != "/" {
+				return errors.New("--reboot only makes sense for --root /")
+			}
+			if o.Image == "" {
+				img, err := lastSyncImage(o.Root)
+				if err != nil {
+					return err
+				}
+				o.Image = img
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			bar := progress.New(a.errOut, "update", 0, 0)
+			o.Log, o.Progress, o.Out = a.log, bar.Add, a.out
+			start := time.Now()
+			res, err := c.Update(cmd.Context(), o)
+			bar.Finish()
+			if err != nil {
+				return err
+			}
+			sent, recvd := c.WireBytes()
+			if o.DryRun {
+				fmt.Fprintf(a.errOut, "dry run: %d changes to reach %s; nothing changed\n", len(res.Changes), res.Version)
+				return nil
+			}
+			a.printf("%s now matches %s: %d changes, %d files fetched (%s as is), %d paths deleted; wire %s sent, %s received, in %s\n",
+				o.Root, res.Version, len(res.Changes), res.Fetched, progress.Bytes(res.LiteralBytes), res.Deleted,
+				progress.Bytes(sent), progress.Bytes(recvd), time.Since(start).Round(time.Millisecond))
+			if reboot && len(res.Changes) > 0 {
+				a.printf("rebooting\n")
+				return exec.CommandContext(cmd.Context(), "systemctl", "reboot").Run()
+			}
+			return nil
+		},
+	}
+	sf.add(cmd)
+	f := cmd.Flags()
+	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (default: the image of the last sync)")
+	f.StringVar(&o.Root, "root", "/", "root to update")
+	f.StringArrayVar(&o.Excludes, "exclude", nil, "extra exclude pattern (repeatable)")
+	f.StringVar(&o.ExcludeFile, "exclude-from", "", "exclude file (default ROOT/etc/goldcast/update.exclude when present)")
+	f.BoolVar(&o.DryRun, "dry-run", false, "print the itemized changes; change nothing")
+	f.BoolVar(&o.NoDelete, "no-delete", false, "keep local files the image does not have")
+	f.BoolVar(&reboot, "reboot", false, "reboot when the update changed something")
+	return cmd
+}
+
+// lastSyncImage reads the image name of the last update of root.
+func lastSyncImage(root string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(root, "etc/goldcast/last-sync"))
+	if err != nil {
+		return "", fmt.Errorf("--image not given and no earlier sync recorded (%w)", err)
+	}
+	var ls client.LastSync
+	if err := json.Unmarshal(b, &ls); err != nil {
+		return "", fmt.Errorf("read last sync: %w", err)
+	}
+	return ls.Image, nil
+}
