@@ -10,7 +10,8 @@ BIN      := bin/goldcast
 RUN_DATA ?= $(CURDIR)/.goldcast-data
 # Debian packages the tests use as real peers and fixtures: command:package.
 TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
-              debootstrap:debootstrap zstd:zstd tar:tar
+              debootstrap:debootstrap zstd:zstd tar:tar sfdisk:fdisk mkfs.vfat:dosfstools \
+              curl:curl
 TEST_TIMEOUT ?= 80m
 
 .PHONY: all build run test deps docs bench vet clean

@@ -6,6 +6,8 @@ package api
 import (
 	"encoding/json"
 
+	"github.com/goldcast/goldcast/images/manifest"
+
 	"github.com/goldcast/goldcast/transport/treesync"
 )
 
@@ -24,7 +26,7 @@ type Error struct {
 // TreeRequest asks for listings of directories of a version
 // (POST /images/{ref}/tree).
 type TreeRequest struct {
-	Paths []string `json:"paths"`
+	Paths []manifest.WirePath `json:"paths"`
 }
 
 // TreeResponse answers a TreeRequest.
@@ -39,8 +41,8 @@ type TreeResponse struct {
 // one per entry, as text. With Subtree, everything below each path comes
 // too.
 type EntriesRequest struct {
-	Paths   []string `json:"paths"`
-	Subtree bool     `json:"subtree,omitempty"`
+	Paths   []manifest.WirePath `json:"paths"`
+	Subtree bool                `json:"subtree,omitempty"`
 }
 
 // CaptureRequest opens a capture session (POST /captures).
@@ -71,17 +73,17 @@ type CaptureSession struct {
 // subtrees. Digest is the captured manifest's digest; the server refuses a
 // patch whose result differs.
 type ManifestPatch struct {
-	Digest  string   `json:"digest"`
-	Upserts []string `json:"upserts"`
-	Removes []string `json:"removes"`
+	Digest  string              `json:"digest"`
+	Upserts []string            `json:"upserts"`
+	Removes []manifest.WirePath `json:"removes"`
 }
 
 // Need is one file whose content the server does not have.
 type Need struct {
-	Path string `json:"path"`
+	Path manifest.WirePath `json:"path"`
 	// Basis is a path of the base version whose content the delta may
 	// refer to ("" when the file must be sent whole).
-	Basis string `json:"basis,omitempty"`
+	Basis manifest.WirePath `json:"basis,omitempty"`
 }
 
 // PatchResult answers a ManifestPatch with the content still needed.
@@ -92,7 +94,7 @@ type PatchResult struct {
 // SignatureRequest asks for rsync signatures of base-version files
 // (POST /captures/{id}/signatures); the answer is a frame stream.
 type SignatureRequest struct {
-	Paths []string `json:"paths"`
+	Paths []manifest.WirePath `json:"paths"`
 }
 
 // Published reports a published version.

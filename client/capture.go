@@ -188,7 +188,7 @@ func (c *Client) captureStream(ctx context.Context, root, id string, m *manifest
 func (c *Client) lister(ref string) treesync.Lister {
 	return func(ctx context.Context, paths []string) ([]treesync.Listing, error) {
 		var tr api.TreeResponse
-		if err := c.postJSON(ctx, "/images/"+ref+"/tree", api.TreeRequest{Paths: paths}, &tr); err != nil {
+		if err := c.postJSON(ctx, "/images/"+ref+"/tree", api.TreeRequest{Paths: manifest.WirePaths(paths)}, &tr); err != nil {
 			return nil, err
 		}
 		return tr.Listings, nil
@@ -202,7 +202,7 @@ func (c *Client) entries(ctx context.Context, ref string, paths []string, subtre
 	}
 	var buf strings.Builder
 	body, err := c.postStream(ctx, http.MethodPost, "/images/"+ref+"/entries", func(w io.Writer) error {
-		return json.NewEncoder(w).Encode(api.EntriesRequest{Paths: paths, Subtree: subtree})
+		return json.NewEncoder(w).Encode(api.EntriesRequest{Paths: manifest.WirePaths(paths), Subtree: subtree})
 	})
 	if err != nil {
 		return nil, err
@@ -228,10 +228,7 @@ func (c *Client) entries(ctx context.Context, ref string, paths []string, subtre
 // patchFor turns a treesync result into the manifest patch that makes
 // the base version's manifest equal local.
 func patchFor(local *manifest.Manifest, diff *treesync.Result) api.ManifestPatch {
-	p := api.ManifestPatch{Digest: local.Digest(), Removes: diff.RemoteOnly, Upserts: []string{}}
-	if p.Removes == nil {
-		p.Removes = []string{}
-	}
+	p := api.ManifestPatch{Digest: local.Digest(), Removes: manifest.WirePaths(diff.RemoteOnly), Upserts: []string{}}
 	idx := local.Index()
 	for _, path := range diff.Changed {
 		p.Upserts = append(p.Upserts, local.Entries[idx[path]].Line())
@@ -254,7 +251,7 @@ func (c *Client) captureDelta(ctx context.Context, o CaptureOptions, sess api.Ca
 	if err := c.postJSON(ctx, "/captures/"+sess.ID+"/manifest", patchFor(local, diff), &pr); err != nil {
 		return nil, fmt.Errorf("send manifest changes: %w", err)
 	}
-	var bases []string
+	var bases []manifest.WirePath
 	for _, n := range pr.Need {
 		if n.Basis != "" {
 			bases = append(bases, n.Basis)
@@ -288,7 +285,7 @@ func (c *Client) captureDelta(ctx context.Context, o CaptureOptions, sess api.Ca
 	body, err := c.postStream(ctx, http.MethodPost, "/captures/"+sess.ID+"/content", func(w io.Writer) error {
 		fw := api.NewFrameWriter(w)
 		for _, n := range pr.Need {
-			lit, matched, err := sendFile(ctx, fw, o.Root, n, sigs[n.Basis])
+			lit, matched, err := sendFile(ctx, fw, o.Root, string(n.Path), sigs[string(n.Basis)])
 			if err != nil {
 				return err
 			}
@@ -312,31 +309,34 @@ func (c *Client) captureDelta(ctx context.Context, o CaptureOptions, sess api.Ca
 }
 
 // sendFile writes one needed file as a delta against sig, or whole.
-func sendFile(ctx context.Context, fw *api.FrameWriter, root string, n api.Need, sig *delta.Signature) (literal, matched int64, err error) {
-	f, err := os.Open(materialize.Path(root, n.Path))
+func sendFile(ctx context.Context, fw *api.FrameWriter, root, path string, sig *delta.Signature) (literal, matched int64, err error) {
+	if !manifest.ValidPath(path) {
+		return 0, 0, fmt.Errorf("server asked for %q: %w", path, manifest.ErrUnsafePath)
+	}
+	f, err := os.Open(materialize.Path(root, path))
 	if err != nil {
-		return 0, 0, fmt.Errorf("read %q: %w", n.Path, err)
+		return 0, 0, fmt.Errorf("read %q: %w", path, err)
 	}
 	defer f.Close()
 	if sig == nil {
-		w, err := fw.Begin(api.KindFull, n.Path)
+		w, err := fw.Begin(api.KindFull, path)
 		if err != nil {
 			return 0, 0, err
 		}
 		k, err := io.Copy(w, f)
 		if err != nil {
-			return k, 0, fmt.Errorf("send %q: %w", n.Path, err)
+			return k, 0, fmt.Errorf("send %q: %w", path, err)
 		}
 		return k, 0, w.Close()
 	}
-	w, err := fw.Begin(api.KindDelta, n.Path)
+	w, err := fw.Begin(api.KindDelta, path)
 	if err != nil {
 		return 0, 0, err
 	}
 	dw := delta.NewDeltaWriter(w)
 	st, err := delta.Diff(ctx, f, sig, dw.Write)
 	if err != nil {
-		return 0, 0, fmt.Errorf("delta of %q: %w", n.Path, err)
+		return 0, 0, fmt.Errorf("delta of %q: %w", path, err)
 	}
 	if err := dw.Close(); err != nil {
 		return 0, 0, err

@@ -16,6 +16,7 @@ import (
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/materialize"
 	"github.com/goldcast/goldcast/images/stream"
+	"github.com/goldcast/goldcast/transport/rsyncd"
 )
 
 // Transports a deploy can use.
@@ -97,7 +98,10 @@ func (c *Client) Deploy(ctx context.Context, o DeployOptions) (*DeployResult, er
 		return res, nil
 	case TransportRsync:
 		if err := c.rsyncPull(ctx, ref, o.Target, log); err != nil {
-			return nil, err
+			// The protocol-27 client stops at names it cannot handle
+			// (its temporary names overflow 255-byte file names); what
+			// it did not bring, the manifest pass below fetches.
+			log.Warn("rsync pull incomplete; fetching the rest over the API", "err", err)
 		}
 		// The rsync protocol drops setuid bits, hard links, xattrs and
 		// nanoseconds; the update pass restores all of it from the
@@ -133,7 +137,11 @@ func (c *Client) rsyncPull(ctx context.Context, ref, target string, log *slog.Lo
 		return fmt.Errorf("create %q: %w", target, err)
 	}
 	var stderr bytes.Buffer
-	cmd := rsynccmd.Command("rsync", "-rlptgoD", "--numeric-ids", src, target+"/")
+	rsyncd.RouteLibraryLogs(log)
+	// Owners, modes and times are set again from the manifest afterwards;
+	// the daemon refuses --numeric-ids and filter rules (see
+	// transport/rsyncd), so the plainest archive pull it is.
+	cmd := rsynccmd.Command("rsync", "-rlptgoD", src, target+"/")
 	cmd.Stdout, cmd.Stderr = &stderr, &stderr
 	log.Info("rsync pull", "from", src, "to", target)
 	if _, err := cmd.Run(ctx); err != nil {

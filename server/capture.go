@@ -255,7 +255,7 @@ func (h *captureHandler) manifest(w http.ResponseWriter, r *http.Request) {
 	cw.newM, cw.need = newM, map[string]api.Need{}
 	res := api.PatchResult{Need: []api.Need{}}
 	for _, n := range need {
-		cw.need[n.Path] = n
+		cw.need[string(n.Path)] = n
 		res.Need = append(res.Need, n)
 	}
 	writeCompressedJSON(w, r, res)
@@ -272,7 +272,7 @@ func planPatch(base *manifest.Manifest, p api.ManifestPatch) (*manifest.Manifest
 		}
 		ups = append(ups, e)
 	}
-	m, err := base.Patch(ups, p.Removes)
+	m, err := base.Patch(ups, manifest.Strings(p.Removes))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -292,9 +292,9 @@ func planPatch(base *manifest.Manifest, p api.ManifestPatch) (*manifest.Manifest
 		if e.Type != manifest.TypeRegular || e.LinkTo != "" || e.Size == 0 || have[e.SHA256] {
 			continue
 		}
-		n := api.Need{Path: e.Path}
+		n := api.Need{Path: manifest.WirePath(e.Path)}
 		if j, ok := baseIdx[e.Path]; ok && base.Entries[j].Type == manifest.TypeRegular && base.Entries[j].Size > 0 {
-			n.Basis = e.Path
+			n.Basis = manifest.WirePath(e.Path)
 		}
 		need = append(need, n)
 	}
@@ -317,7 +317,8 @@ func (h *captureHandler) signatures(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	idx := cw.baseM.Index()
-	for _, p := range req.Paths {
+	paths := manifest.Strings(req.Paths)
+	for _, p := range paths {
 		if i, ok := idx[p]; !ok || cw.baseM.Entries[i].Type != manifest.TypeRegular {
 			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s has no regular file %q", cw.base.Ref(), p))
 			return
@@ -327,7 +328,7 @@ func (h *captureHandler) signatures(w http.ResponseWriter, r *http.Request) {
 	zw := compressedWriter(w, r)
 	fw := api.NewFrameWriter(zw)
 	err := func() error {
-		for _, p := range req.Paths {
+		for _, p := range paths {
 			e := &cw.baseM.Entries[idx[p]]
 			f, err := os.Open(materialize.Path(cw.base.TreePath(), e.Path))
 			if err != nil {
@@ -448,7 +449,7 @@ func (h *captureHandler) receive(ctx context.Context, cw *captureWork, fr *api.F
 				err = fmt.Errorf("delta for %q, which has no basis", p)
 				break
 			}
-			written, err = h.applyDelta(ctx, cw, n.Basis, payload, out, e.Size)
+			written, err = h.applyDelta(ctx, cw, string(n.Basis), payload, out, e.Size)
 		default:
 			err = fmt.Errorf("upload of %q: unknown frame kind %q", p, kind)
 		}

@@ -185,7 +185,7 @@ func (h *imageHandler) tree(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	writeCompressedJSON(w, r, api.TreeResponse{Root: vi.ix.RootDigest(), Listings: vi.ix.List(req.Paths)})
+	writeCompressedJSON(w, r, api.TreeResponse{Root: vi.ix.RootDigest(), Listings: vi.ix.List(manifest.Strings(req.Paths))})
 }
 
 func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
@@ -204,7 +204,7 @@ func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
 	}
 	idx := vi.m.Index()
 	var b strings.Builder
-	for _, p := range req.Paths {
+	for _, p := range manifest.Strings(req.Paths) {
 		i, ok := idx[p]
 		if !ok {
 			writeError(w, http.StatusNotFound, fmt.Sprintf("%s has no entry %q", v.Ref(), p))

@@ -219,6 +219,9 @@ func (s *session) mounts(all []mountEntry) error {
 			}
 		} else if !strings.HasPrefix(m.Source, "/dev/") {
 			continue
+		} else if why := excludedByName(m.Source); why != "" {
+			s.note("skipped %s (%s): %s", mp, m.FSType, why)
+			continue
 		}
 		if m.FSRoot != "/" && m.FSType != "btrfs" {
 			s.note("skipped %s: bind mount of %s on %s", mp, m.FSRoot, m.Source)
@@ -303,6 +306,18 @@ func (s *session) excluded(dev *blockDevice) string {
 	return ""
 }
 
+// excludedByName is excluded for when lsblk is unavailable: it can tell
+// loop and RAM-backed devices only by their names.
+func excludedByName(dev string) string {
+	switch name := filepath.Base(dev); {
+	case strings.HasPrefix(name, "loop"):
+		return fmt.Sprintf("on loop device %s", dev)
+	case strings.HasPrefix(name, "zram") || strings.HasPrefix(name, "ram"):
+		return fmt.Sprintf("on RAM-backed device %s", dev)
+	}
+	return ""
+}
+
 // swaps records the active swap areas of /proc/swaps that belong to the
 // captured system: all swap devices when the root is "/" (swap areas of
 // another root are found on its disks by unmounted), and swap files below
@@ -344,7 +359,12 @@ func (s *session) swaps() {
 			continue
 		}
 		f.Device = sw.Filename
-		if s.tree != nil {
+		if s.tree == nil {
+			if why := excludedByName(sw.Filename); why != "" {
+				s.note("skipped swap %s: %s", sw.Filename, why)
+				continue
+			}
+		} else {
 			dev := s.tree.lookupPath(sw.Filename)
 			if dev == nil {
 				s.note("skipped swap %s: not a known block device", sw.Filename)

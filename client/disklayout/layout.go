@@ -171,7 +171,8 @@ type Filesystem struct {
 	SuperOptions string `json:"super_options,omitempty"`
 	// File is, for a swap file, its path relative to the captured root.
 	File string `json:"file,omitempty"`
-	// SizeBytes is the size of Device, or of the swap file, in bytes.
+	// SizeBytes is the size of Device in bytes; for a swap file, the swap
+	// size the kernel reports (the file less its first page).
 	SizeBytes int64 `json:"size_bytes,omitempty"`
 }
 

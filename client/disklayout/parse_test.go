@@ -261,13 +261,13 @@ func TestBlockTreeQueries(t *testing.T) {
 		want           string
 	}{
 		{"8:2", "/dev/sda2", "sda2"},
-		{"8:2", "/dev/root", "sda2"},                // found by device number
-		{"0:33", "/dev/sda2", "sda2"},               // btrfs: anonymous device number
+		{"8:2", "/dev/root", "sda2"},                 // found by device number
+		{"0:33", "/dev/sda2", "sda2"},                // btrfs: anonymous device number
 		{"253:0", "/dev/mapper/vgdata-home", "dm-0"}, // device-mapper name
-		{"", "/dev/dm-1", "dm-1"},                   // kernel name
-		{"0:45", "fileserver:/export", ""},          // network filesystem
-		{"0:23", "tmpfs", ""},                       // no block device
-		{"0:50", "/dev/nonexistent-device", ""},     // unknown path
+		{"", "/dev/dm-1", "dm-1"},                    // kernel name
+		{"0:45", "fileserver:/export", ""},           // network filesystem
+		{"0:23", "tmpfs", ""},                        // no block device
+		{"0:50", "/dev/nonexistent-device", ""},      // unknown path
 	}
 	for _, tt := range lookups {
 		got := ""
@@ -420,10 +420,10 @@ func TestMarkGrow(t *testing.T) {
 		want     []bool
 	}{
 		{"gpt last partition ends 1 MiB before the end", []Partition{part(mib, 16*mib), part(17*mib, 46*mib)}, 64 * mib, []bool{false, true}},
-		{"gpt last partition ends at the last usable sector", []Partition{part(mib, 63*mib - 17408)}, 64 * mib, []bool{true}},
+		{"gpt last partition ends at the last usable sector", []Partition{part(mib, 63*mib-17408)}, 64 * mib, []bool{true}},
 		{"dos partition ends at the disk end", []Partition{part(mib, 99*mib)}, 100 * mib, []bool{true}},
 		{"exactly GrowSlack left", []Partition{part(mib, 97*mib)}, 100 * mib, []bool{true}},
-		{"more than GrowSlack left", []Partition{part(mib, 97*mib - 512)}, 100 * mib, []bool{false}},
+		{"more than GrowSlack left", []Partition{part(mib, 97*mib-512)}, 100 * mib, []bool{false}},
 		{"extended and its last logical both grow", []Partition{part(mib, 10*mib), part(11*mib, 89*mib), part(12*mib, 10*mib), part(23*mib, 77*mib)}, 100 * mib, []bool{false, true, false, true}},
 		{"partitions in table order, not disk order", []Partition{part(50*mib, 50*mib), part(mib, 49*mib)}, 100 * mib, []bool{true, false}},
 		{"partition past the end", []Partition{part(mib, 200*mib)}, 100 * mib, []bool{false}},

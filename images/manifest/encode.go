@@ -395,3 +395,39 @@ func isSHA256Hex(s string) bool {
 	}
 	return true
 }
+
+// WirePath is a path that travels in JSON (or any text) percent-escaped
+// the way the manifest encodes paths, so names that are not UTF-8 survive
+// encoders that would replace their bytes.
+type WirePath string
+
+// MarshalText escapes the path.
+func (p WirePath) MarshalText() ([]byte, error) { return appendEscaped(nil, string(p)), nil }
+
+// UnmarshalText unescapes the path.
+func (p *WirePath) UnmarshalText(b []byte) error {
+	s, err := unescape(string(b))
+	if err != nil {
+		return fmt.Errorf("path %q: %w", b, err)
+	}
+	*p = WirePath(s)
+	return nil
+}
+
+// WirePaths converts paths for the wire.
+func WirePaths(paths []string) []WirePath {
+	out := make([]WirePath, len(paths))
+	for i, p := range paths {
+		out[i] = WirePath(p)
+	}
+	return out
+}
+
+// Strings converts wire paths back.
+func Strings(paths []WirePath) []string {
+	out := make([]string, len(paths))
+	for i, p := range paths {
+		out[i] = string(p)
+	}
+	return out
+}

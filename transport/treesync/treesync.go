@@ -13,6 +13,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/goldcast/goldcast/images/manifest"
 )
@@ -25,7 +26,7 @@ const HashLen = 8
 // Child is one entry of a directory listing.
 type Child struct {
 	// Name is the entry's last path element.
-	Name string `json:"n"`
+	Name manifest.WirePath `json:"n"`
 	// Line is the hex HashLen-byte prefix of sha256 over the entry's
 	// canonical manifest line.
 	Line string `json:"l"`
@@ -36,7 +37,7 @@ type Child struct {
 
 // Listing is the remote answer for one directory.
 type Listing struct {
-	Path string `json:"path"`
+	Path manifest.WirePath `json:"path"`
 	// Missing is set when the path is not a directory of the remote tree.
 	Missing bool `json:"missing,omitempty"`
 	// Self is the line hash of the directory itself (its parent's listing
@@ -81,12 +82,12 @@ func (ix *Index) List(paths []string) []Listing {
 
 func (ix *Index) list(p string) Listing {
 	if _, ok := ix.digests[p]; !ok {
-		return Listing{Path: p, Missing: true}
+		return Listing{Path: manifest.WirePath(p), Missing: true}
 	}
-	l := Listing{Path: p, Self: lineHash(&ix.m.Entries[ix.index[p]])}
+	l := Listing{Path: manifest.WirePath(p), Self: lineHash(&ix.m.Entries[ix.index[p]])}
 	for _, i := range ix.children[p] {
 		e := &ix.m.Entries[i]
-		c := Child{Name: e.Name(), Line: lineHash(e)}
+		c := Child{Name: manifest.WirePath(e.Name()), Line: lineHash(e)}
 		if e.Type == manifest.TypeDir {
 			c.Tree = short(ix.digests[e.Path])
 		}
@@ -154,17 +155,17 @@ func Compare(ctx context.Context, local *manifest.Manifest, remoteRoot string, l
 		}
 		var next []string
 		for k, rl := range listings {
-			if rl.Path != pending[k] {
+			if string(rl.Path) != pending[k] {
 				return nil, fmt.Errorf("list remote directories: asked for %q, got %q", pending[k], rl.Path)
 			}
 			if rl.Missing {
 				return nil, fmt.Errorf("remote tree has no directory %q", rl.Path)
 			}
-			loc := ix.list(rl.Path)
-			if rl.Path == "." && loc.Self != rl.Self {
+			loc := ix.list(pending[k])
+			if pending[k] == "." && loc.Self != rl.Self {
 				res.Changed = append(res.Changed, ".")
 			}
-			next = append(next, diffListing(rl.Path, loc.Children, rl.Children, res, skip)...)
+			next = append(next, diffListing(pending[k], loc.Children, rl.Children, res, skip)...)
 		}
 		pending = next
 	}
@@ -177,14 +178,17 @@ func Compare(ctx context.Context, local *manifest.Manifest, remoteRoot string, l
 // diffListing compares one directory's children and returns the
 // subdirectories to descend into.
 func diffListing(dir string, local, remote []Child, res *Result, skip func(string, bool) bool) []string {
-	rem := make(map[string]Child, len(remote))
+	rem := make(map[manifest.WirePath]Child, len(remote))
 	for _, c := range remote {
+		if !manifest.ValidPath(string(c.Name)) || strings.Contains(string(c.Name), "/") {
+			continue // a hostile listing cannot name paths elsewhere
+		}
 		rem[c.Name] = c
 	}
 	var descend []string
-	seen := make(map[string]bool, len(local))
+	seen := make(map[manifest.WirePath]bool, len(local))
 	for _, lc := range local {
-		p := manifest.Join(dir, lc.Name)
+		p := manifest.Join(dir, string(lc.Name))
 		seen[lc.Name] = true
 		if skip != nil && skip(p, lc.Tree != "") {
 			continue
@@ -206,8 +210,8 @@ func diffListing(dir string, local, remote []Child, res *Result, skip func(strin
 			}
 		}
 	}
-	for _, rc := range remote {
-		p := manifest.Join(dir, rc.Name)
+	for _, rc := range rem {
+		p := manifest.Join(dir, string(rc.Name))
 		if seen[rc.Name] || (skip != nil && skip(p, rc.Tree != "")) {
 			continue
 		}

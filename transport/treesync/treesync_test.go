@@ -69,7 +69,7 @@ func TestCompare(t *testing.T) {
 		{
 			name:  "added, removed, changed",
 			local: append(replace(base, "etc/motd f m", "etc/motd f mm"), "etc/new f n", "newdir d", "newdir/f f 1")[0:],
-			want: Result{Changed: []string{"etc/motd"}, LocalOnly: []string{"etc/new", "newdir"}},
+			want:  Result{Changed: []string{"etc/motd"}, LocalOnly: []string{"etc/new", "newdir"}},
 		},
 		{
 			name:  "removed subtree",

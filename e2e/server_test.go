@@ -1,0 +1,154 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goldcast/goldcast/client"
+	"github.com/goldcast/goldcast/internal/testtree"
+	"github.com/goldcast/goldcast/server"
+)
+
+// testServer is a goldcast server started in-process on loopback.
+type testServer struct {
+	url, rsyncAddr, data, tokenFile string
+}
+
+// startServer runs a server on 127.0.0.1 with ephemeral ports until the
+// test ends.
+func startServer(t *testing.T, data string, captureTimeout time.Duration) *testServer {
+	t.Helper()
+	if data == "" {
+		data = filepath.Join(t.TempDir(), "data")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan server.Ready, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- server.Run(ctx, server.Config{
+			DataDir: data, HTTPAddr: "127.0.0.1:0", RsyncAddr: "127.0.0.1:0",
+			CaptureTimeout: captureTimeout, Ready: func(r server.Ready) { ready <- r },
+		})
+	}()
+	var r server.Ready
+	select {
+	case r = <-ready:
+	case err := <-done:
+		cancel()
+		t.Fatalf("server did not start: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("server did not start within 20 s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("server: %v", err)
+		}
+	})
+	return &testServer{url: r.URL, rsyncAddr: r.RsyncAddr, data: data, tokenFile: r.TokenPath}
+}
+
+// args prefixes the flags that reach this server.
+func (s *testServer) args(args ...string) []string {
+	return append(args, "--server", s.url, "--token-file", s.tokenFile)
+}
+
+func TestServerCaptureDeployTorture(t *testing.T) {
+	tt := testtree.Build(t, filepath.Join(t.TempDir(), "src"))
+	s := startServer(t, "", 0)
+	r := ok(t, s.args("capture", "--image", "torture", "--root", tt.Root, "--no-layout")...)
+	if !strings.Contains(r.stdout, "published torture@1") || !strings.Contains(r.stdout, "full stream") {
+		t.Fatalf("capture:\n%s", r.stdout)
+	}
+	for _, transport := range []string{"http", "rsync"} {
+		t.Run(transport, func(t *testing.T) {
+			dst := filepath.Join(t.TempDir(), "root")
+			ok(t, s.args("deploy", "--image", "torture", "--target", dst, "--transport", transport)...)
+			oracle(t, tt.Root, dst, tt.Skipped()...)
+		})
+	}
+	// A deploy never lands on a non-empty root by accident.
+	busy := t.TempDir()
+	os.WriteFile(filepath.Join(busy, "precious"), []byte("x"), 0o644)
+	if r := run(t, s.args("deploy", "--image", "torture", "--target", busy)...); r.code == 0 || !strings.Contains(r.stderr, "not empty") {
+		t.Fatalf("deploy into a non-empty target: exit %d %s", r.code, r.stderr)
+	}
+}
+
+func TestServerCaptureDeployDebian(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	root := testtree.Debootstrap(t)
+	s := startServer(t, "", 0)
+	ok(t, s.args("capture", "--image", "deb", "--root", root, "--no-layout")...)
+	dst := filepath.Join(t.TempDir(), "root")
+	ok(t, s.args("deploy", "--image", "deb", "--target", dst)...)
+	// What captures skip by default (/dev and /run contents, apt's
+	// package cache...) is not expected on the deployed root.
+	oracle(t, root, dst, captureDefaults()...)
+	// Capturing the same tree again publishes nothing.
+	if r := ok(t, s.args("capture", "--image", "deb", "--root", root, "--no-layout")...); !strings.Contains(r.stdout, "nothing published") {
+		t.Fatalf("recapture of an unchanged tree:\n%s", r.stdout)
+	}
+}
+
+func TestServerAuthAndErrors(t *testing.T) {
+	s := startServer(t, "", 0)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	bad := filepath.Join(t.TempDir(), "bad.token")
+	os.WriteFile(bad, []byte(strings.Repeat("0", 64)), 0o600)
+	tests := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"wrong token", []string{"capture", "--server", s.url, "--token-file", bad, "--image", "a", "--root", src, "--no-layout"}, "401 Unauthorized"},
+		{"no token", []string{"capture", "--server", s.url, "--image", "a", "--root", src, "--no-layout"}, "missing admin token"},
+		{"read without token from a network not allowed", []string{"deploy", "--server", s.url, "--image", "a", "--target", filepath.Join(t.TempDir(), "x")}, "403 Forbidden"},
+		{"unknown image", s.args("deploy", "--image", "nope", "--target", filepath.Join(t.TempDir(), "x")), `image "nope": not found`},
+		{"bad image name", s.args("capture", "--image", "../etc", "--root", src, "--no-layout"), "image name"},
+		{"no server", []string{"deploy", "--image", "a", "--target", "/tmp/x"}, "--server URL is required"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := run(t, tc.args...)
+			if r.code == 0 || !strings.Contains(r.stderr, tc.want) {
+				t.Fatalf("exit %d, stderr:\n%s\nwant it to mention %q", r.code, r.stderr, tc.want)
+			}
+		})
+	}
+	out, err := exec.Command("curl", "-s", s.url+"/healthz").Output()
+	if err == nil && strings.TrimSpace(string(out)) != "ok" {
+		t.Errorf("/healthz = %q", out)
+	}
+	if out, err := exec.Command("curl", "-s", s.url+"/metrics").Output(); err == nil && !strings.Contains(string(out), "goldcast_http_requests_total") {
+		t.Errorf("/metrics lacks goldcast_http_requests_total")
+	}
+}
+
+// oracle wraps the fidelity oracle; /etc/goldcast on a node is its own.
+func oracle(t *testing.T, src, dst string, skip ...string) {
+	t.Helper()
+	testtree.Oracle(t, src, dst, append(skip, "etc/goldcast")...)
+}
+
+// captureDefaults returns the default capture excludes anchored at the
+// root, in the form the oracle takes.
+func captureDefaults() []string {
+	var out []string
+	for _, p := range client.DefaultCaptureExcludes() {
+		if strings.HasPrefix(p, "/") {
+			out = append(out, strings.TrimPrefix(p, "/"))
+		}
+	}
+	return out
+}
