@@ -32,12 +32,11 @@ deps:
 	fi
 	$(GO) mod download
 
-# run: store a sample tree as an image, list and verify it.
+# run: start the image server on its defaults (API :8080, rsync :873, or
+# 8730 without root) with a sample image in the store; Ctrl-C stops it.
 run: build
-	$(BIN) --data $(RUN_DATA) image import /usr/share/doc --image sample --comment "make run sample"
-	$(BIN) --data $(RUN_DATA) image ls
-	$(BIN) --data $(RUN_DATA) image verify sample
-	@echo "the store is in $(RUN_DATA); try: $(BIN) --data $(RUN_DATA) image --help"
+	@$(BIN) --data $(RUN_DATA) image import /usr/share/doc --image sample --comment "make run sample"
+	$(BIN) --data $(RUN_DATA) server
 
 test: deps
 	$(GO) vet ./...

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/klauspost/compress/zstd"
+
 	"github.com/goldcast/goldcast/api"
 	"github.com/goldcast/goldcast/client/disklayout"
 	"github.com/goldcast/goldcast/images/manifest"
@@ -168,7 +170,7 @@ func (c *Client) captureStream(ctx context.Context, root, id string, m *manifest
 	go func() {
 		err := stream.Write(ctx, pw, m, stream.Meta{Manifest: m.Bytes()}, func(e *manifest.Entry) (io.ReadCloser, error) {
 			return os.Open(materialize.Path(root, e.Path))
-		}, stream.WriteOptions{})
+		}, stream.WriteOptions{Level: zstd.SpeedFastest})
 		pw.CloseWithError(err)
 	}()
 	resp, err := c.do(ctx, http.MethodPut, "/captures/"+id+"/stream", pr, map[string]string{"Content-Type": "application/zstd"})

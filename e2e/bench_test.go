@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/goldcast/goldcast/client"
 	"github.com/goldcast/goldcast/internal/testtree"
 )
 
@@ -107,3 +112,138 @@ func kernel() string {
 
 // cell escapes a command for a markdown table cell.
 func cell(s string) string { return strings.ReplaceAll(s, "|", `\|`) }
+
+// rsyncDaemon starts a stock rsync daemon on loopback serving dir as
+// module "golden", the way SystemImager's si_getimage pulled from a golden
+// client.
+func rsyncDaemon(t *testing.T, dir string) string {
+	t.Helper()
+	work := t.TempDir()
+	port := freeLoopbackPort(t)
+	conf := fmt.Sprintf("pid file = %s/pid\nuse chroot = no\nnumeric ids = yes\n[golden]\npath = %s\nread only = yes\nuid = root\ngid = root\n", work, dir)
+	os.WriteFile(filepath.Join(work, "rsyncd.conf"), []byte(conf), 0o644)
+	cmd := exec.Command("rsync", "--daemon", "--no-detach", "--config="+filepath.Join(work, "rsyncd.conf"), "--address=127.0.0.1", "--port="+port)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for i := 0; i < 100; i++ {
+		if exec.Command("rsync", "rsync://127.0.0.1:"+port+"/").Run() == nil {
+			return "rsync://127.0.0.1:" + port + "/golden/"
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("stock rsync daemon did not start")
+	return ""
+}
+
+func freeLoopbackPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprint(ln.Addr().(*net.TCPAddr).Port)
+}
+
+// rsyncStats runs stock rsync with --stats and returns the bytes it sent
+// and received.
+func rsyncStats(t *testing.T, args ...string) (sent, recvd int64) {
+	t.Helper()
+	out, err := exec.Command("rsync", append([]string{"--stats"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("rsync %v: %v\n%s", args, err, out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		var n int64
+		if v, ok := strings.CutPrefix(line, "Total bytes sent: "); ok {
+			fmt.Sscan(strings.ReplaceAll(v, ",", ""), &n)
+			sent = n
+		}
+		if v, ok := strings.CutPrefix(line, "Total bytes received: "); ok {
+			fmt.Sscan(strings.ReplaceAll(v, ",", ""), &n)
+			recvd = n
+		}
+	}
+	return sent, recvd
+}
+
+// TestBenchmarkCaptureAndUpdate compares capture and update with stock
+// rsync on the debootstrap root over loopback (make bench).
+func TestBenchmarkCaptureAndUpdate(t *testing.T) {
+	if os.Getenv("GOLDCAST_BENCH") == "" {
+		t.Skip("set GOLDCAST_BENCH=1 (make bench) to run benchmarks")
+	}
+	golden := copyTree(t, testtree.Debootstrap(t))
+	unix.Lsetxattr(filepath.Join(golden, "usr/bin/ls"), "user.goldcast.e2e", []byte("v1"), 0)
+	daemon := rsyncDaemon(t, golden)
+	const rounds = 3
+	var ours, theirs []time.Duration
+	var s *testServer
+	var c *client.Client
+	work := t.TempDir()
+	for i := 0; i < rounds; i++ {
+		dst := filepath.Join(work, fmt.Sprintf("rsync%d", i))
+		theirs = append(theirs, timed(func() {
+			rsyncStats(t, "-aHAXS", "--numeric-ids", daemon, dst+"/")
+			exec.Command("sync", "-f", dst).Run()
+		}))
+		s = startServer(t, "", 0)
+		var err error
+		c, err = client.New(client.Options{URL: s.url, Token: readToken(t, s.tokenFile)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours = append(ours, timed(func() {
+			if _, err := c.Capture(context.Background(), client.CaptureOptions{Image: "deb", Root: golden, SkipLayout: true}); err != nil {
+				t.Fatal(err)
+			}
+		}))
+	}
+	var table strings.Builder
+	fmt.Fprintf(&table, "| job | goldcast | time | wire bytes | stock rsync | time | wire bytes | time ratio |\n|---|---|---|---|---|---|---|---|\n")
+	fullSent, fullRecvd := c.WireBytes()
+	fmt.Fprintf(&table, "| full capture | `goldcast capture` | %.2f s | %d | `rsync -aHAXS --numeric-ids rsync://golden/ DST/` | %.2f s | (whole tree) | %.2fx |\n",
+		median(ours).Seconds(), fullSent+fullRecvd, median(theirs).Seconds(), median(ours).Seconds()/median(theirs).Seconds())
+
+	// A node deployed from version 1, and its stock-rsync twin.
+	node := filepath.Join(work, "node")
+	if _, err := c.Deploy(context.Background(), client.DeployOptions{Image: "deb", Target: node}); err != nil {
+		t.Fatal(err)
+	}
+	// Stock rsync's node is a copy of its own first pull.
+	stockCopy := filepath.Join(work, "rsync0")
+	twin := filepath.Join(work, "twin")
+	run0(t, "cp", "-a", stockCopy, twin)
+
+	fiveChanges(t, golden)
+	c2, _ := client.New(client.Options{URL: s.url, Token: readToken(t, s.tokenFile)})
+	incOurs := timed(func() {
+		if _, err := c2.Capture(context.Background(), client.CaptureOptions{Image: "deb", Root: golden, SkipLayout: true}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	incSent, incRecvd := c2.WireBytes()
+	var rs, rr int64
+	incTheirs := timed(func() { rs, rr = rsyncStats(t, "-aHAXS", "--numeric-ids", "--delete", daemon, stockCopy+"/") })
+	fmt.Fprintf(&table, "| incremental capture (5-change edit) | `goldcast capture` | %.2f s | %d | `rsync -aHAXS --numeric-ids --delete` | %.2f s | %d | %.2fx |\n",
+		incOurs.Seconds(), incSent+incRecvd, incTheirs.Seconds(), rs+rr, incOurs.Seconds()/incTheirs.Seconds())
+
+	c3, _ := client.New(client.Options{URL: s.url, Token: readToken(t, s.tokenFile)})
+	updOurs := timed(func() {
+		if _, err := c3.Update(context.Background(), client.UpdateOptions{Image: "deb", Root: node}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	updSent, updRecvd := c3.WireBytes()
+	updTheirs := timed(func() { rs, rr = rsyncStats(t, "-aHAXS", "--numeric-ids", "--delete", daemon, twin+"/") })
+	fmt.Fprintf(&table, "| update a node after the edit | `goldcast update` | %.2f s | %d | `rsync -aHAXS --numeric-ids --delete` | %.2f s | %d | %.2fx |\n",
+		updOurs.Seconds(), updSent+updRecvd, updTheirs.Seconds(), rs+rr, updOurs.Seconds()/updTheirs.Seconds())
+	fmt.Fprintf(&table, "\nWire bytes count both directions: goldcast at the TCP connection (headers included), stock rsync from its --stats totals. Full capture: median of %d runs; incremental rows: one run each.\n", rounds)
+	t.Log("\n" + table.String())
+	if out := os.Getenv("GOLDCAST_BENCH_OUT"); out != "" {
+		f, _ := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+		f.WriteString("\n" + table.String())
+		f.Close()
+	}
+}

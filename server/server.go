@@ -157,7 +157,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ready.NewToken = token
 	}
 	if rsyncLn != nil {
-		ready.RsyncAddr = rsyncLn.Addr().String()
+		ready.RsyncAddr = clientAddr(rsyncLn.Addr())
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -195,10 +195,8 @@ func Run(ctx context.Context, cfg Config) error {
 	return err
 }
 
-// clientAddr turns a listen address into one a client can dial
-// (":8080" -> "127.0.0.1:8080" is wrong for remote clients, so the
-// unspecified address is shown as the host name's loopback only when
-// nothing better is known).
+// clientAddr turns a listen address into one a client on this host can
+// dial: an unspecified address (":8080") becomes loopback.
 func clientAddr(a net.Addr) string {
 	ta, ok := a.(*net.TCPAddr)
 	if !ok || !ta.IP.IsUnspecified() {
