@@ -11,8 +11,10 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -98,7 +100,7 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	ref := fmt.Sprintf("%s@%d", info.Image, info.Version)
 	defaults := DefaultUpdateExcludes()
 	if o.NoDefaultExcludes {
-		defaults = []string{".goldcast-tmp-*"}
+		defaults = nil
 	}
 	exFile, optional := o.ExcludeFile, false
 	if exFile == "" {
@@ -161,13 +163,17 @@ func (c *Client) recordSync(root string, info *ImageInfo, o UpdateOptions) error
 		return nil
 	}
 	dir := filepath.Join(root, "etc/goldcast")
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		// Creating the directory must not make /etc look changed to the
-		// next update: keep its time.
-		var st unix.Stat_t
-		etc := filepath.Dir(dir)
-		if err := unix.Lstat(etc, &st); err == nil {
-			defer setMtime(etc, st.Mtim.Nano())
+	// Creating directories must not make their parent look changed to
+	// the next update: keep the time of the deepest existing ancestor.
+	for anc := dir; anc != root && anc != "/"; anc = filepath.Dir(anc) {
+		if _, err := os.Lstat(anc); err == nil {
+			break
+		} else if _, perr := os.Lstat(filepath.Dir(anc)); perr == nil {
+			var st unix.Stat_t
+			if unix.Lstat(filepath.Dir(anc), &st) == nil {
+				defer setMtime(filepath.Dir(anc), st.Mtim.Nano())
+			}
+			break
 		}
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -270,7 +276,9 @@ func (s *syncer) apply(ctx context.Context, diff *treesync.Result, noDelete bool
 	}
 	for i := len(diff.LocalOnly) - 1; i >= 0; i-- {
 		p := diff.LocalOnly[i]
-		if noDelete && !replaced[p] {
+		// Leftovers of an interrupted update go even with --no-delete.
+		leftover := strings.HasPrefix(path.Base(p), tmpPrefix)
+		if noDelete && !replaced[p] && !leftover {
 			continue
 		}
 		if err := removeAll(materialize.Path(s.root, p)); err != nil {
@@ -369,12 +377,15 @@ func setMtime(p string, ns int64) error {
 	return nil
 }
 
+// tmpPrefix starts the names of files an update is still writing.
+const tmpPrefix = ".goldcast-tmp-"
+
 // tmpName is a temporary name beside p; capture and update exclude the
 // pattern, and an update deletes leftovers of an interrupted run.
 func tmpName(p string) string {
 	var b [6]byte
 	rand.Read(b[:])
-	return manifest.Join(manifest.Parent(p), ".goldcast-tmp-"+hex.EncodeToString(b[:]))
+	return manifest.Join(manifest.Parent(p), tmpPrefix+hex.EncodeToString(b[:]))
 }
 
 // replaceWith creates the entry under a temporary name with make, then

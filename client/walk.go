@@ -42,7 +42,6 @@ func DefaultUpdateExcludes() []string {
 		"/etc/network/interfaces", "/etc/network/interfaces.d/*", "/etc/netplan/*",
 		"/etc/NetworkManager/system-connections/*", "/etc/ssh/ssh_host_*",
 		"/etc/udev/rules.d/70-persistent-net.rules", "/boot/grub/grubenv",
-		".goldcast-tmp-*",
 	}
 }
 

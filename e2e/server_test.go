@@ -1,12 +1,15 @@
 package e2e
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -151,4 +154,63 @@ func captureDefaults() []string {
 		}
 	}
 	return out
+}
+
+// TestServerBinaryTLSEventsAndShutdown runs `goldcast server` as users do:
+// a self-signed certificate pinned by clients, the event log, and a
+// graceful stop on SIGTERM.
+func TestServerBinaryTLSEventsAndShutdown(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	srv := exec.Command(goldcast.path, "--data", data, "server", "--http", "127.0.0.1:0", "--rsync", "127.0.0.1:0", "--tls-self-signed")
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	var url, fingerprint string
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() && (url == "" || fingerprint == "") {
+		line := strings.TrimSpace(sc.Text())
+		if v, ok := strings.CutPrefix(line, "API:"); ok {
+			url = strings.TrimSpace(v)
+		}
+		if v, ok := strings.CutPrefix(line, "TLS certificate sha256: "); ok {
+			fingerprint, _, _ = strings.Cut(v, " ")
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	if !strings.HasPrefix(url, "https://") || len(fingerprint) != 64 {
+		t.Fatalf("server announced url %q fingerprint %q", url, fingerprint)
+	}
+	token := filepath.Join(data, "admin.token")
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	base := []string{"capture", "--server", url, "--token-file", token, "--image", "img", "--root", src, "--no-layout"}
+	if r := run(t, base...); r.code == 0 || !strings.Contains(r.stderr, "certificate") {
+		t.Fatalf("capture without the pin: exit %d %s", r.code, r.stderr)
+	}
+	if r := run(t, append(base, "--tls-fingerprint", strings.Repeat("ab", 32))...); r.code == 0 || !strings.Contains(r.stderr, "does not match the pinned") {
+		t.Fatalf("capture with a wrong pin: exit %d %s", r.code, r.stderr)
+	}
+	ok(t, append(base, "--tls-fingerprint", fingerprint)...)
+	out, err := exec.Command("curl", "-sk", "-H", "X-Goldcast-Token: "+readToken(t, token), url+"/api/v1/events").Output()
+	if err != nil || !strings.Contains(string(out), `"published img@1"`) {
+		t.Errorf("event log: %v\n%s", err, out)
+	}
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("server exited with %v after SIGTERM, want status 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("server did not stop within 15 s of SIGTERM")
+	}
 }

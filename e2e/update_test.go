@@ -3,6 +3,8 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -306,8 +308,8 @@ func TestLyingUploadsAreRefused(t *testing.T) {
 }
 
 func sha256Hex(s string) string {
-	out, _ := exec.Command("sh", "-c", "printf %s \"$0\" | sha256sum", s).Output()
-	return strings.Fields(string(out))[0]
+	sum := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
 
 // TestFullServerDisk fills the server's filesystem during a capture: the
@@ -363,5 +365,60 @@ func TestStockRsyncAgainstServer(t *testing.T) {
 		if line != "" && !strings.HasPrefix(line, ".d") && !strings.HasPrefix(line, "skipping non-regular") {
 			t.Errorf("stock rsync pull differs in content or names: %s", line)
 		}
+	}
+}
+
+// TestKilledUpdateLeavesNoHalfFile kills an update while it receives a
+// large file: the file in place is still the old one, whole, and the next
+// update completes.
+func TestKilledUpdateLeavesNoHalfFile(t *testing.T) {
+	s := startServer(t, "", 0)
+	golden := t.TempDir()
+	big := make([]byte, 64<<20)
+	fill := func(seed byte) {
+		x := uint32(seed) + 1
+		for i := range big {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			big[i] = byte(x)
+		}
+		if err := os.WriteFile(filepath.Join(golden, "big"), big, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fill(1)
+	oldSum := sha256Hex(string(big))
+	ok(t, s.args("capture", "--image", "img", "--root", golden, "--no-layout")...)
+	node := filepath.Join(t.TempDir(), "node")
+	ok(t, s.args("deploy", "--image", "img", "--target", node)...)
+	fill(2)
+	ok(t, s.args("capture", "--image", "img", "--root", golden, "--no-layout")...)
+
+	c := exec.Command(goldcast.path, s.args("update", "--image", "img", "--root", node)...)
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		tmps, _ := filepath.Glob(filepath.Join(node, ".goldcast-tmp-*"))
+		if len(tmps) > 0 {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	c.Wait()
+	b, err := os.ReadFile(filepath.Join(node, "big"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := sha256Hex(string(b)); got != oldSum && got != sha256Hex(string(big)) {
+		t.Fatalf("after a killed update big is neither the old nor the new file (sha256 %s)", got)
+	}
+	ok(t, s.args("update", "--image", "img", "--root", node)...)
+	testtree.Oracle(t, golden, node, "etc/goldcast", "etc")
+	if tmps, _ := filepath.Glob(filepath.Join(node, ".goldcast-tmp-*")); len(tmps) != 0 {
+		t.Errorf("temporary files left after the second update: %v", tmps)
 	}
 }

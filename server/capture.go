@@ -106,6 +106,7 @@ func (h *captureHandler) begin(w http.ResponseWriter, r *http.Request) {
 	}
 	h.work[sess.ID] = cw
 	h.log.Info("capture started", "image", req.Image, "host", req.Host, "session", sess.ID, "base", resp.BaseVersion)
+	h.event(cw, "started", fmt.Sprintf("capture of %s started (base version %d)", req.Image, resp.BaseVersion))
 	writeJSON(w, http.StatusCreated, resp)
 }
 
@@ -155,6 +156,12 @@ func (h *captureHandler) end(cw *captureWork, result string, version int, err er
 		label = "failed"
 	}
 	h.metrics.captures.WithLabelValues(label).Inc()
+	switch {
+	case result == state.CapturePublished:
+		h.event(cw, result, fmt.Sprintf("published %s@%d", cw.req.Image, version))
+	default:
+		h.event(cw, result, msg)
+	}
 	h.log.Info("capture finished", "image", cw.req.Image, "session", cw.id, "result", result, "version", version, "bytes_in", cw.bytesIn, "err", msg)
 }
 
@@ -490,4 +497,16 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 	}
 	l.left -= int64(len(p))
 	return l.w.Write(p)
+}
+
+// event records a capture step in the event log (best effort: a full
+// disk must not turn a finished capture into a failed one).
+func (h *captureHandler) event(cw *captureWork, stage, msg string) {
+	_, err := h.state.AppendEvent(state.Event{
+		Node: cw.req.Host, Kind: "capture", Stage: stage, Bytes: cw.bytesIn, Message: msg,
+		Fields: map[string]string{"image": cw.req.Image, "session": cw.id},
+	})
+	if err != nil {
+		h.log.Warn("record capture event", "session", cw.id, "err", err)
+	}
 }

@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -255,6 +256,7 @@ func newHandler(st *store.Store, db *state.Store, auth *authenticator, m *metric
 	route("POST "+p+"/captures/{id}/signatures", auth.admin(captures.signatures))
 	route("POST "+p+"/captures/{id}/content", auth.admin(captures.content))
 	route("DELETE "+p+"/captures/{id}", auth.admin(captures.abort))
+	route("GET "+p+"/events", auth.read(eventsHandler(db)))
 	route("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))
@@ -278,4 +280,39 @@ func (l *countingListener) Accept() (net.Conn, error) {
 		l.accepted()
 	}
 	return c, err
+}
+
+// eventsHandler lists stored events: ?since=SEQ (exclusive), ?node=NAME,
+// ?limit=N (default 1000).
+func eventsHandler(db *state.Store) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		var since uint64
+		limit := 1000
+		if v := q.Get("since"); v != "" {
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("since=%q is not a sequence number", v))
+				return
+			}
+			since = n
+		}
+		if v := q.Get("limit"); v != "" {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				writeError(w, http.StatusBadRequest, fmt.Sprintf("limit=%q is not a positive number", v))
+				return
+			}
+			limit = n
+		}
+		evs, err := db.Events(since, q.Get("node"), limit)
+		if err != nil {
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		if evs == nil {
+			evs = []state.Event{}
+		}
+		writeJSON(w, http.StatusOK, evs)
+	}
 }
