@@ -92,6 +92,21 @@ func (h *imageHandler) resolve(w http.ResponseWriter, r *http.Request) (*store.V
 	return v, true
 }
 
+// resolveIndexed resolves the version and its treesync index, answering
+// the request itself on failure.
+func (h *imageHandler) resolveIndexed(w http.ResponseWriter, r *http.Request) (*store.Version, *versionIndex, bool) {
+	v, ok := h.resolve(w, r)
+	if !ok {
+		return nil, nil, false
+	}
+	vi, err := h.indexes.get(v)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return nil, nil, false
+	}
+	return v, vi, true
+}
+
 func (h *imageHandler) list(w http.ResponseWriter, _ *http.Request) {
 	imgs, err := h.store.Images()
 	if err != nil {
@@ -105,13 +120,8 @@ func (h *imageHandler) list(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (h *imageHandler) info(w http.ResponseWriter, r *http.Request) {
-	v, ok := h.resolve(w, r)
+	v, vi, ok := h.resolveIndexed(w, r)
 	if !ok {
-		return
-	}
-	vi, err := h.indexes.get(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	writeJSON(w, http.StatusOK, ImageInfo{Info: v.Info, TreeDigest: vi.ix.RootDigest()})
@@ -168,7 +178,7 @@ func (h *imageHandler) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *imageHandler) tree(w http.ResponseWriter, r *http.Request) {
-	v, ok := h.resolve(w, r)
+	_, vi, ok := h.resolveIndexed(w, r)
 	if !ok {
 		return
 	}
@@ -180,26 +190,16 @@ func (h *imageHandler) tree(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "too many paths in one request")
 		return
 	}
-	vi, err := h.indexes.get(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
 	writeCompressedJSON(w, r, api.TreeResponse{Root: vi.ix.RootDigest(), Listings: vi.ix.List(manifest.Strings(req.Paths))})
 }
 
 func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
-	v, ok := h.resolve(w, r)
+	v, vi, ok := h.resolveIndexed(w, r)
 	if !ok {
 		return
 	}
 	var req api.EntriesRequest
 	if !readJSON(w, r, &req) {
-		return
-	}
-	vi, err := h.indexes.get(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	idx := vi.m.Index()
@@ -228,13 +228,8 @@ func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
 // holds an old copy of; an empty payload when it holds none) with a frame
 // stream of deltas or whole contents.
 func (h *imageHandler) delta(w http.ResponseWriter, r *http.Request) {
-	v, ok := h.resolve(w, r)
+	v, vi, ok := h.resolveIndexed(w, r)
 	if !ok {
-		return
-	}
-	vi, err := h.indexes.get(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
 	body, err := requestBody(r)

@@ -125,7 +125,7 @@ func CreateSpecial(root string, e *manifest.Entry, opts Options) error {
 		if err := os.Symlink(e.Target, p); err != nil {
 			return fmt.Errorf("create symlink %q: %w", e.Path, err)
 		}
-		return applyPath(p, e, opts, true)
+		return Reconcile(root, e, opts)
 	case manifest.TypeCharDev, manifest.TypeBlockDev, manifest.TypeFIFO:
 		mode := uint32(unix.S_IFIFO)
 		switch e.Type {
@@ -142,7 +142,7 @@ func CreateSpecial(root string, e *manifest.Entry, opts Options) error {
 		}
 		// A FIFO or device must not be opened to set metadata (open
 		// blocks or touches hardware), so work by path.
-		return applyPath(p, e, opts, false)
+		return Reconcile(root, e, opts)
 	}
 	return fmt.Errorf("create %q: %s is not a special file", e.Path, e.Type)
 }
@@ -181,34 +181,6 @@ func futimens(fd int, ts []unix.Timespec) error {
 	_, _, errno := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(&ts[0])), 0, 0, 0)
 	if errno != 0 {
 		return errno
-	}
-	return nil
-}
-
-// applyPath sets metadata by path without following a final symlink.
-// Symlinks have no mode of their own on Linux.
-func applyPath(p string, e *manifest.Entry, opts Options, symlink bool) error {
-	if !opts.Unprivileged {
-		if err := unix.Lchown(p, int(e.UID), int(e.GID)); err != nil {
-			return fmt.Errorf("chown %q: %w", e.Path, err)
-		}
-	}
-	if !symlink {
-		if err := unix.Fchmodat(unix.AT_FDCWD, p, e.Mode, 0); err != nil {
-			return fmt.Errorf("chmod %q: %w", e.Path, err)
-		}
-	}
-	for _, x := range e.Xattrs {
-		if opts.Unprivileged && privilegedXattr(x.Name) {
-			continue
-		}
-		if err := unix.Lsetxattr(p, x.Name, x.Value, 0); err != nil {
-			return fmt.Errorf("set xattr %q on %q: %w", x.Name, e.Path, err)
-		}
-	}
-	ts := []unix.Timespec{unix.NsecToTimespec(e.MtimeNS), unix.NsecToTimespec(e.MtimeNS)}
-	if err := unix.UtimesNanoAt(unix.AT_FDCWD, p, ts, unix.AT_SYMLINK_NOFOLLOW); err != nil {
-		return fmt.Errorf("set mtime on %q: %w", e.Path, err)
 	}
 	return nil
 }
