@@ -3,6 +3,7 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -212,5 +213,33 @@ func TestServerBinaryTLSEventsAndShutdown(t *testing.T) {
 		}
 	case <-time.After(15 * time.Second):
 		t.Fatal("server did not stop within 15 s of SIGTERM")
+	}
+}
+
+// TestCaptureRecordsProvenanceAndLayout checks what a capture writes into
+// image.json: source host and path, capture time, and the disk layout.
+func TestCaptureRecordsProvenanceAndLayout(t *testing.T) {
+	s := startServer(t, "", 0)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	before := time.Now().Add(-time.Second)
+	ok(t, s.args("capture", "--image", "img", "--root", src, "--comment", "first")...)
+	var info struct {
+		SourceHost string          `json:"source_host"`
+		SourcePath string          `json:"source_path"`
+		CapturedAt time.Time       `json:"captured_at"`
+		Comment    string          `json:"comment"`
+		Layout     json.RawMessage `json:"disk_layout"`
+	}
+	r := ok(t, "--data", s.data, "image", "info", "img", "--json")
+	if err := json.Unmarshal([]byte(r.stdout), &info); err != nil {
+		t.Fatal(err)
+	}
+	host, _ := os.Hostname()
+	if info.SourceHost != host || info.SourcePath != src || info.Comment != "first" || info.CapturedAt.Before(before) {
+		t.Errorf("provenance: %+v", info)
+	}
+	if !strings.Contains(string(info.Layout), `"filesystems"`) {
+		t.Errorf("disk layout not recorded: %s", info.Layout)
 	}
 }
