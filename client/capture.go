@@ -56,6 +56,8 @@ type CaptureResult struct {
 	Full bool
 	// Changes lists what differs from the base version.
 	Changes []manifest.Change
+	// New is set by a dry run when the image does not exist yet.
+	New bool
 	// Files and Bytes count what was scanned.
 	Files int
 	Bytes int64
@@ -83,7 +85,7 @@ func (c *Client) Capture(ctx context.Context, o CaptureOptions) (*CaptureResult,
 		return nil, err
 	}
 	log.Debug("scanning", "root", o.Root)
-	local, err := scanRoot(ctx, o.Root, ex, log, o.Progress)
+	local, _, err := scanRoot(ctx, o.Root, ex, log, o.Progress)
 	if err != nil {
 		return nil, fmt.Errorf("capture %q: %w", o.Root, err)
 	}
@@ -352,6 +354,7 @@ func (c *Client) captureDryRun(ctx context.Context, o CaptureOptions, local *man
 	var se *StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
 		fmt.Fprintf(o.Out, "%s is a new image: all %d entries (%d files) would be sent\n", o.Image, len(local.Entries), res.Files)
+		res.New = true
 		return res, nil
 	}
 	if err != nil {

@@ -68,6 +68,9 @@ type SyncResult struct {
 
 // LastSync is written to ROOT/etc/goldcast/last-sync after an update.
 type LastSync struct {
+	// Ref is the reference the update was asked for (NAME, or NAME@N to
+	// stay on a pinned version); the next update without --image uses it.
+	Ref     string    `json:"ref"`
 	Image   string    `json:"image"`
 	Version int       `json:"version"`
 	Digest  string    `json:"manifest_digest"`
@@ -100,21 +103,25 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	ref := fmt.Sprintf("%s@%d", info.Image, info.Version)
 	defaults := DefaultUpdateExcludes()
 	if o.NoDefaultExcludes {
-		defaults = nil
+		defaults = []string{"/lost+found/"} // a fresh filesystem's own
 	}
-	exFile, optional := o.ExcludeFile, false
-	if exFile == "" {
-		exFile, optional = filepath.Join(root, "etc/goldcast/update.exclude"), true
-	}
-	ex, err := excluder(defaults, o.Excludes, exFile, optional)
+	// The node's own exclude file always applies; --exclude-from adds.
+	ex, err := excluder(defaults, o.Excludes, filepath.Join(root, "etc/goldcast/update.exclude"), true)
 	if err != nil {
 		return nil, err
 	}
-	skip := func(p string, isDir bool) bool { return excludedPath(ex, p, isDir) }
-	local, err := scanRoot(ctx, root, ex, log, o.Progress)
+	if o.ExcludeFile != "" {
+		if err := ex.AddFile(o.ExcludeFile); err != nil {
+			return nil, err
+		}
+	}
+	local, foreign, err := scanRoot(ctx, root, ex, log, o.Progress)
 	if err != nil {
 		return nil, fmt.Errorf("update %q: %w", root, err)
 	}
+	// Mount points of other filesystems (/proc, /run on a live root) are
+	// left alone: their directories belong to what is mounted there.
+	skip := func(p string, isDir bool) bool { return foreign[p] || excludedPath(ex, p, isDir) }
 	diff, err := treesync.Compare(ctx, local, info.TreeDigest, c.lister(ref), skip)
 	if err != nil {
 		return nil, fmt.Errorf("compare with %s: %w", ref, err)
@@ -127,12 +134,14 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	if err := s.fetchRemote(ctx, diff, ex); err != nil {
 		return nil, err
 	}
-	res.Changes = s.changes(diff)
+	for _, ch := range s.changes(diff) {
+		if o.NoDelete && ch.Kind == manifest.Removed && !strings.HasPrefix(path.Base(ch.Path), tmpPrefix) && !removedForType(diff, ch.Path) {
+			continue // kept: --no-delete
+		}
+		res.Changes = append(res.Changes, ch)
+	}
 	if o.DryRun {
 		for _, ch := range res.Changes {
-			if ch.Kind == manifest.Removed && o.NoDelete {
-				continue
-			}
 			fmt.Fprintln(o.Out, ch.Itemize())
 		}
 		return res, nil
@@ -141,7 +150,7 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 		return nil, fmt.Errorf("update %q to %s: %w", root, ref, err)
 	}
 	// Check the result the same way the differences were found.
-	after, err := scanRoot(ctx, root, ex, log, nil)
+	after, _, err := scanRoot(ctx, root, ex, log, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -156,6 +165,17 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 		return nil, fmt.Errorf("update %q to %s: still differs after applying changes: changed %v, extra %v, missing %v", root, ref, left.Changed, left.LocalOnly, left.RemoteOnly)
 	}
 	return res, c.recordSync(root, info, o)
+}
+
+// removedForType reports whether p is removed only to be replaced by an
+// entry of another type (which --no-delete does not prevent).
+func removedForType(diff *treesync.Result, p string) bool {
+	for _, q := range diff.RemoteOnly {
+		if q == p || strings.HasPrefix(p, q+"/") {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Client) recordSync(root string, info *ImageInfo, o UpdateOptions) error {
@@ -179,7 +199,7 @@ func (c *Client) recordSync(root string, info *ImageInfo, o UpdateOptions) error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("record last sync: %w", err)
 	}
-	b, _ := json.MarshalIndent(LastSync{Image: info.Image, Version: info.Version, Digest: info.ManifestDigest, Time: time.Now().UTC(), Server: c.base}, "", "  ")
+	b, _ := json.MarshalIndent(LastSync{Ref: o.Image, Image: info.Image, Version: info.Version, Digest: info.ManifestDigest, Time: time.Now().UTC(), Server: c.base}, "", "  ")
 	tmp := filepath.Join(dir, ".goldcast-tmp-last-sync")
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("record last sync: %w", err)

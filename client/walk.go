@@ -105,27 +105,34 @@ func unescapeMount(s string) string {
 
 // scanRoot builds the manifest of a root the way capture and update see
 // it: local filesystems mounted below it included, everything else (and
-// the excludes) left out, content hashed.
-func scanRoot(ctx context.Context, root string, ex *manifest.Excluder, log *slog.Logger, progress manifest.Progress) (*manifest.Manifest, error) {
+// the excludes) left out, content hashed. It also returns the mount
+// points it did not descend into (/proc, /run...): their directories carry
+// the mounted filesystem's metadata, not the image's.
+func scanRoot(ctx context.Context, root string, ex *manifest.Excluder, log *slog.Logger, progress manifest.Progress) (*manifest.Manifest, map[string]bool, error) {
 	abs, err := filepath.Abs(root)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mt, err := mounts()
 	if err != nil {
 		log.Warn("cannot read the mount table; staying on the root's filesystem", "err", err)
 	}
+	foreign := map[string]bool{}
 	cross := func(rel string) bool {
-		return isLocalFS(mt[filepath.Join(abs, rel)])
+		if isLocalFS(mt[filepath.Join(abs, rel)]) {
+			return true
+		}
+		foreign[rel] = true
+		return false
 	}
 	m, err := manifest.Scan(ctx, abs, manifest.ScanOptions{OneFileSystem: true, CrossMount: cross, Exclude: ex, Logger: log})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := m.HashContent(ctx, abs, 0, progress); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return m, nil
+	return m, foreign, nil
 }
 
 // excluder compiles default patterns, extra ones and an exclude file.

@@ -27,9 +27,22 @@ type testServer struct {
 // startServer runs a server on 127.0.0.1 with ephemeral ports until the
 // test ends.
 func startServer(t *testing.T, data string, captureTimeout time.Duration) *testServer {
+	return startServerAllowing(t, data, captureTimeout, "")
+}
+
+// startServerAllowing also lets the network allow (e.g. 127.0.0.0/8) read
+// images without a token, over HTTP and rsync.
+func startServerAllowing(t *testing.T, data string, captureTimeout time.Duration, allow string) *testServer {
 	t.Helper()
 	if data == "" {
 		data = filepath.Join(t.TempDir(), "data")
+	}
+	if allow != "" {
+		os.MkdirAll(data, 0o755)
+		cfg := "server:\n  allow_networks: [" + allow + "]\n"
+		if err := os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	ready := make(chan server.Ready, 1)
@@ -66,7 +79,7 @@ func (s *testServer) args(args ...string) []string {
 
 func TestServerCaptureDeployTorture(t *testing.T) {
 	tt := testtree.Build(t, filepath.Join(t.TempDir(), "src"))
-	s := startServer(t, "", 0)
+	s := startServerAllowing(t, "", 0, "127.0.0.0/8")
 	r := ok(t, s.args("capture", "--image", "torture", "--root", tt.Root, "--no-layout")...)
 	if !strings.Contains(r.stdout, "published torture@1") || !strings.Contains(r.stdout, "full stream") {
 		t.Fatalf("capture:\n%s", r.stdout)

@@ -168,7 +168,9 @@ func TestIncrementalCaptureAndUpdate(t *testing.T) {
 	}
 	// --no-delete keeps extras the image lacks.
 	os.WriteFile(filepath.Join(node, "usr/local/extra"), []byte("x"), 0o644)
-	ok(t, s.args("update", "--root", node, "--no-delete")...)
+	if r := ok(t, s.args("update", "--root", node, "--no-delete")...); !strings.Contains(r.stdout, ": 0 changes") {
+		t.Errorf("update --no-delete counts the file it keeps as a change:\n%s", r.stdout)
+	}
 	if _, err := os.Stat(filepath.Join(node, "usr/local/extra")); err != nil {
 		t.Errorf("update --no-delete removed an extra file: %v", err)
 	}
@@ -346,7 +348,12 @@ func TestFullServerDisk(t *testing.T) {
 // TestStockRsyncAgainstServer lists and pulls with a stock rsync client.
 func TestStockRsyncAgainstServer(t *testing.T) {
 	tt := testtree.Build(t, filepath.Join(t.TempDir(), "src"))
-	s := startServer(t, "", 0)
+	// Without server.allow_networks the daemon serves nobody.
+	closed := startServer(t, "", 0)
+	if out, err := exec.Command("rsync", "rsync://"+closed.rsyncAddr+"/").CombinedOutput(); err == nil || !strings.Contains(string(out), "access denied") {
+		t.Fatalf("rsync listing without allow_networks: %v\n%s", err, out)
+	}
+	s := startServerAllowing(t, "", 0, "127.0.0.0/8")
 	ok(t, s.args("capture", "--image", "torture", "--root", tt.Root, "--no-layout")...)
 	out, err := exec.Command("rsync", "rsync://"+s.rsyncAddr+"/").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "torture@1") {
@@ -420,5 +427,43 @@ func TestKilledUpdateLeavesNoHalfFile(t *testing.T) {
 	testtree.Oracle(t, golden, node, "etc/goldcast", "etc")
 	if tmps, _ := filepath.Glob(filepath.Join(node, ".goldcast-tmp-*")); len(tmps) != 0 {
 		t.Errorf("temporary files left after the second update: %v", tmps)
+	}
+}
+
+// TestUpdateLeavesForeignMountsAndPins checks that an update never touches
+// the directory of another filesystem mounted in the root (a live /run),
+// and that a pinned version stays pinned for the next update.
+func TestUpdateLeavesForeignMountsAndPins(t *testing.T) {
+	s := startServer(t, "", 0)
+	golden := t.TempDir()
+	os.MkdirAll(filepath.Join(golden, "run"), 0o755)
+	os.WriteFile(filepath.Join(golden, "f"), []byte("v1"), 0o644)
+	ok(t, s.args("capture", "--image", "img", "--root", golden, "--no-layout")...)
+	os.WriteFile(filepath.Join(golden, "f"), []byte("v2"), 0o644)
+	ok(t, s.args("capture", "--image", "img", "--root", golden, "--no-layout")...)
+	node := filepath.Join(t.TempDir(), "node")
+	ok(t, s.args("deploy", "--image", "img@1", "--target", node)...)
+	if err := unix.Mount("tmpfs", filepath.Join(node, "run"), "tmpfs", 0, "mode=1777,size=1m"); err != nil {
+		t.Skipf("cannot mount tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(filepath.Join(node, "run"), unix.MNT_DETACH) })
+	os.WriteFile(filepath.Join(node, "run/live.pid"), []byte("1"), 0o644)
+	dry := ok(t, s.args("update", "--image", "img@1", "--root", node, "--dry-run")...)
+	if strings.Contains(dry.stdout, "run") {
+		t.Errorf("update --dry-run wants to change the mounted /run:\n%s", dry.stdout)
+	}
+	ok(t, s.args("update", "--image", "img@1", "--root", node)...)
+	var st unix.Stat_t
+	unix.Stat(filepath.Join(node, "run"), &st)
+	if st.Mode&0o7777 != 0o1777 {
+		t.Errorf("update changed the mode of the mounted /run to %o", st.Mode&0o7777)
+	}
+	if _, err := os.Stat(filepath.Join(node, "run/live.pid")); err != nil {
+		t.Errorf("update touched the mounted /run: %v", err)
+	}
+	// The node asked for img@1; a plain update keeps it there.
+	ok(t, s.args("update", "--root", node)...)
+	if b, _ := os.ReadFile(filepath.Join(node, "f")); string(b) != "v1" {
+		t.Errorf("a plain update after --image img@1 moved the node to %q", b)
 	}
 }

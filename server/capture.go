@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/goldcast/goldcast/api"
@@ -53,7 +54,8 @@ type captureWork struct {
 	need     map[string]api.Need
 	scratch  *store.Scratch
 	uploaded map[string]string
-	bytesIn  int64
+	// bytesIn counts request bytes; keep-alives read it concurrently.
+	bytesIn atomic.Int64
 }
 
 func (h *captureHandler) begin(w http.ResponseWriter, r *http.Request) {
@@ -86,10 +88,12 @@ func (h *captureHandler) begin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A stale session this one replaced leaves its work behind: drop it.
-	for id, cw := range h.work {
-		if cw.req.Image == req.Image {
-			cw.discard()
+	for id, old := range h.work {
+		if old.req.Image == req.Image {
+			old.discard()
 			delete(h.work, id)
+			h.log.Warn("capture session went silent and was replaced", "image", req.Image, "session", id, "host", old.req.Host)
+			h.event(old, state.CaptureAbandoned, "went silent; replaced by a capture from "+req.Host)
 		}
 	}
 	cw := &captureWork{id: sess.ID, req: req, started: now, base: base}
@@ -121,7 +125,7 @@ func (h *captureHandler) session(w http.ResponseWriter, r *http.Request) (*captu
 		return nil, false
 	}
 	cw.mu.Lock()
-	if err := h.state.TouchCapture(id, time.Now(), cw.bytesIn); err != nil {
+	if err := h.state.TouchCapture(id, time.Now(), cw.bytesIn.Load()); err != nil {
 		cw.mu.Unlock()
 		writeError(w, http.StatusGone, fmt.Sprintf("capture session %q: %v", id, err))
 		return nil, false
@@ -129,17 +133,35 @@ func (h *captureHandler) session(w http.ResponseWriter, r *http.Request) (*captu
 	return cw, true
 }
 
+// touch is the client's keep-alive. It must not wait for the session's
+// lock: a long upload holds it, and the session must stay alive meanwhile.
 func (h *captureHandler) touch(w http.ResponseWriter, r *http.Request) {
-	cw, ok := h.session(w, r)
+	id := r.PathValue("id")
+	h.mu.Lock()
+	cw, ok := h.work[id]
+	h.mu.Unlock()
 	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("capture session %q is not active", id))
 		return
 	}
-	cw.mu.Unlock()
+	if err := h.state.TouchCapture(id, time.Now(), cw.bytesIn.Load()); err != nil {
+		writeError(w, http.StatusGone, fmt.Sprintf("capture session %q: %v", id, err))
+		return
+	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// end finishes a session in the state store and forgets its work.
+// end finishes a session in the state store and forgets its work. label
+// is the metrics result (published, unchanged, failed).
 func (h *captureHandler) end(cw *captureWork, result string, version int, err error) {
+	label := result
+	if result == state.CaptureAbandoned {
+		label = "failed"
+	}
+	h.endAs(cw, result, label, version, err)
+}
+
+func (h *captureHandler) endAs(cw *captureWork, result, label string, version int, err error) {
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -151,10 +173,6 @@ func (h *captureHandler) end(cw *captureWork, result string, version int, err er
 	h.mu.Lock()
 	delete(h.work, cw.id)
 	h.mu.Unlock()
-	label := result
-	if result == state.CaptureAbandoned {
-		label = "failed"
-	}
 	h.metrics.captures.WithLabelValues(label).Inc()
 	switch {
 	case result == state.CapturePublished:
@@ -162,7 +180,7 @@ func (h *captureHandler) end(cw *captureWork, result string, version int, err er
 	default:
 		h.event(cw, result, msg)
 	}
-	h.log.Info("capture finished", "image", cw.req.Image, "session", cw.id, "result", result, "version", version, "bytes_in", cw.bytesIn, "err", msg)
+	h.log.Info("capture finished", "image", cw.req.Image, "session", cw.id, "result", result, "version", version, "bytes_in", cw.bytesIn.Load(), "err", msg)
 }
 
 func (cw *captureWork) discard() {
@@ -185,12 +203,12 @@ func (h *captureHandler) abort(w http.ResponseWriter, r *http.Request) {
 // countingReader counts the bytes of a request body.
 type countingReader struct {
 	r io.Reader
-	n *int64
+	n *atomic.Int64
 }
 
 func (c countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	*c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 
@@ -211,7 +229,7 @@ func (h *captureHandler) stream(w http.ResponseWriter, r *http.Request) {
 	body := countingReader{r: r.Body, n: &cw.bytesIn}
 	info := cw.info()
 	res, err := h.store.ImportStream(r.Context(), body, cw.req.Image, store.StreamImportOptions{Info: &info})
-	h.metrics.bytesIn.Add(float64(cw.bytesIn))
+	h.metrics.bytesIn.Add(float64(cw.bytesIn.Load()))
 	if err != nil {
 		h.end(cw, state.CaptureFailed, 0, err)
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
@@ -225,14 +243,14 @@ func (h *captureHandler) finishPublished(w http.ResponseWriter, cw *captureWork,
 	result := state.CapturePublished
 	if res.Unchanged {
 		// Nothing new: the session ends without a version of its own.
-		h.end(cw, state.CaptureAbandoned, 0, errors.New("unchanged: the capture equals the latest version"))
+		h.endAs(cw, state.CaptureAbandoned, "unchanged", 0, errors.New("unchanged: the capture equals the latest version"))
 		result = "unchanged"
 	} else {
 		h.end(cw, result, v.Info.Version, nil)
 	}
 	writeJSON(w, http.StatusOK, api.Published{
 		Image: v.Info.Image, Version: v.Info.Version, Digest: v.Info.ManifestDigest,
-		Unchanged: res.Unchanged, Reused: res.Reused, BytesIn: cw.bytesIn,
+		Unchanged: res.Unchanged, Reused: res.Reused, BytesIn: cw.bytesIn.Load(),
 	})
 }
 
@@ -397,12 +415,12 @@ func (h *captureHandler) content(w http.ResponseWriter, r *http.Request) {
 		cw.uploaded = map[string]string{}
 	}
 	if err := h.receive(r.Context(), cw, api.NewFrameReader(body)); err != nil {
-		h.metrics.bytesIn.Add(float64(cw.bytesIn))
+		h.metrics.bytesIn.Add(float64(cw.bytesIn.Load()))
 		h.end(cw, state.CaptureFailed, 0, err)
 		writeError(w, http.StatusUnprocessableEntity, err.Error())
 		return
 	}
-	h.metrics.bytesIn.Add(float64(cw.bytesIn))
+	h.metrics.bytesIn.Add(float64(cw.bytesIn.Load()))
 	for p := range cw.need {
 		if _, ok := cw.uploaded[p]; !ok {
 			err := fmt.Errorf("content of %q was not sent", p)
@@ -503,7 +521,7 @@ func (l *limitWriter) Write(p []byte) (int, error) {
 // disk must not turn a finished capture into a failed one).
 func (h *captureHandler) event(cw *captureWork, stage, msg string) {
 	_, err := h.state.AppendEvent(state.Event{
-		Node: cw.req.Host, Kind: "capture", Stage: stage, Bytes: cw.bytesIn, Message: msg,
+		Node: cw.req.Host, Kind: "capture", Stage: stage, Bytes: cw.bytesIn.Load(), Message: msg,
 		Fields: map[string]string{"image": cw.req.Image, "session": cw.id},
 	})
 	if err != nil {

@@ -51,7 +51,8 @@ func newCaptureCommand(a *app) *cobra.Command {
 		Short: "Capture this machine (the golden client) as a new image version",
 		Long: `Walks the root (default /) and the local filesystems mounted below it,
 skipping /proc, /sys, /dev, /run and /tmp contents, network and pseudo
-filesystems, swap files and the default excludes (see docs/capture.md),
+filesystems, the swap files /swapfile and /swap.img (add others with
+--exclude) and the default excludes (see docs/capture.md),
 records the disk layout, and publishes the tree as the next version of
 NAME on the server.
 
@@ -82,7 +83,9 @@ version behind. --dry-run lists what would change.`,
 			}
 			sent, recvd := c.WireBytes()
 			if o.DryRun {
-				fmt.Fprintf(a.errOut, "dry run: %d changes; nothing sent\n", len(res.Changes))
+				if !res.New {
+					fmt.Fprintf(a.errOut, "dry run: %d changes; nothing sent\n", len(res.Changes))
+				}
 				return nil
 			}
 			p := res.Published
@@ -123,7 +126,10 @@ tar.zst stream; --transport rsync pulls from the server's rsync daemon and
 then applies what rsync cannot carry (setuid bits, hard links, xattrs, ACLs,
 nanosecond times) from the manifest. Either way the result is checked
 against the version's manifest. A non-empty target is refused unless
---force, which updates it in place instead (deleting what the image lacks).`,
+--force, which updates it in place instead: everything but lost+found is
+made to match the image (no update excludes apply, so node-local files such
+as /etc/hostname and /etc/goldcast are replaced or deleted), whatever the
+--transport.`,
 		Example: "  goldcast deploy --server http://imageserver:8080 --image web --target /mnt/newroot",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -170,8 +176,10 @@ metadata from the manifest, and deletes what the image lacks (unless
 directories, network configuration; see docs/update.md) and in
 ROOT/etc/goldcast/update.exclude are never touched. Afterwards the root is
 checked against the version again and ROOT/etc/goldcast/last-sync records
-what it now matches. Without --image, the image of the last sync is used.
-Safe to rerun; --dry-run prints the itemized changes only.`,
+what it now matches. Without --image, the reference of the last sync is
+used (NAME follows the latest version, NAME@N stays on N). Mount points of
+other filesystems (/proc, /run on a live root) are left alone. Safe to
+rerun; --dry-run prints the itemized changes only.`,
 		Example: `  goldcast update --server http://imageserver:8080 --image web
   goldcast update --server URL --image web@4 --root /mnt/node --dry-run`,
 		Args: cobra.NoArgs,
@@ -203,7 +211,7 @@ Safe to rerun; --dry-run prints the itemized changes only.`,
 				fmt.Fprintf(a.errOut, "dry run: %d changes to reach %s; nothing changed\n", len(res.Changes), res.Version)
 				return nil
 			}
-			a.printf("%s now matches %s: %d changes, %d files fetched (%s as is), %d paths deleted; wire %s sent, %s received, in %s\n",
+			a.printf("%s now matches %s: %d changes, %d files fetched (%s sent whole), %d paths deleted; wire %s sent, %s received, in %s\n",
 				o.Root, res.Version, len(res.Changes), res.Fetched, progress.Bytes(res.LiteralBytes), res.Deleted,
 				progress.Bytes(sent), progress.Bytes(recvd), time.Since(start).Round(time.Millisecond))
 			if reboot && len(res.Changes) > 0 {
@@ -218,7 +226,7 @@ Safe to rerun; --dry-run prints the itemized changes only.`,
 	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (default: the image of the last sync)")
 	f.StringVar(&o.Root, "root", "/", "root to update")
 	f.StringArrayVar(&o.Excludes, "exclude", nil, "extra exclude pattern (repeatable)")
-	f.StringVar(&o.ExcludeFile, "exclude-from", "", "exclude file (default ROOT/etc/goldcast/update.exclude when present)")
+	f.StringVar(&o.ExcludeFile, "exclude-from", "", "exclude file, added to the defaults and ROOT/etc/goldcast/update.exclude")
 	f.BoolVar(&o.DryRun, "dry-run", false, "print the itemized changes; change nothing")
 	f.BoolVar(&o.NoDelete, "no-delete", false, "keep local files the image does not have")
 	f.BoolVar(&reboot, "reboot", false, "reboot when the update changed something")
@@ -234,6 +242,9 @@ func lastSyncImage(root string) (string, error) {
 	var ls client.LastSync
 	if err := json.Unmarshal(b, &ls); err != nil {
 		return "", fmt.Errorf("read last sync: %w", err)
+	}
+	if ls.Ref != "" {
+		return ls.Ref, nil
 	}
 	return ls.Image, nil
 }

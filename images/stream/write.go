@@ -13,6 +13,7 @@ package stream
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"runtime"
@@ -273,12 +274,15 @@ func writeEntry(tw *tar.Writer, e *manifest.Entry, contents <-chan content) erro
 		n, err = io.Copy(tw, io.LimitReader(c.rc, e.Size+1))
 		c.rc.Close()
 	} else {
+		if int64(len(c.data)) != e.Size {
+			return fmt.Errorf("stream entry %q: content is %d bytes, manifest says %d (changed since it was recorded)", e.Path, len(c.data), e.Size)
+		}
 		var k int
 		k, err = tw.Write(c.data)
 		n = int64(k)
 	}
-	if n != e.Size {
-		return fmt.Errorf("stream entry %q: content is %d bytes or more, manifest says %d (changed since it was recorded)", e.Path, n, e.Size)
+	if n != e.Size || errors.Is(err, tar.ErrWriteTooLong) {
+		return fmt.Errorf("stream entry %q: content is not the %d bytes the manifest says (changed since it was recorded)", e.Path, e.Size)
 	}
 	if err != nil {
 		return fmt.Errorf("stream entry %q: %w", e.Path, err)

@@ -101,8 +101,9 @@ type Config struct {
 	// Source lists the modules; it is required.
 	Source ModuleSource
 	// AllowNetworks lists the networks clients may connect from; empty
-	// allows every address. Connections from elsewhere are logged, told
-	// "@ERROR: access denied" and closed.
+	// refuses everyone (images hold secrets such as /etc/shadow, and the
+	// rsync protocol carries no token). Connections from elsewhere are
+	// logged, told "@ERROR: access denied" and closed.
 	AllowNetworks []netip.Prefix
 	// Logger receives the daemon's log; nil discards it. gokrazy/rsync's
 	// own messages arrive at debug level (see New).
@@ -318,9 +319,6 @@ func remoteAddr(conn net.Conn) netip.Addr {
 
 // allowed reports whether a client at addr may connect.
 func (s *Server) allowed(addr netip.Addr) bool {
-	if len(s.cfg.AllowNetworks) == 0 {
-		return true
-	}
 	if !addr.IsValid() {
 		return false
 	}
@@ -555,7 +553,9 @@ func (l gokrazyLogger) emit(s string) {
 	s = strings.TrimSuffix(s, "\n")
 	level := slog.LevelDebug
 	lower := strings.ToLower(s)
-	if strings.HasPrefix(s, "BUG") || strings.Contains(lower, "error") ||
+	// The library logs its whole option struct ("ioErrors: 0" and all)
+	// on every run; only lines that report a failure deserve a warning.
+	if strings.HasPrefix(s, "BUG") || strings.HasPrefix(lower, "error") || strings.Contains(lower, "error:") ||
 		strings.Contains(lower, "vanished") || strings.Contains(lower, "changed mid-transfer") {
 		level = slog.LevelWarn
 	}

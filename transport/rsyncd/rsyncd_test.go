@@ -132,6 +132,9 @@ func startServer(t *testing.T, cfg Config) *fixture {
 		t.Fatal(err)
 	}
 	cfg.Source = StoreModules(st)
+	if cfg.AllowNetworks == nil {
+		cfg.AllowNetworks = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}

@@ -180,7 +180,7 @@ func Compare(ctx context.Context, local *manifest.Manifest, remoteRoot string, l
 func diffListing(dir string, local, remote []Child, res *Result, skip func(string, bool) bool) []string {
 	rem := make(map[manifest.WirePath]Child, len(remote))
 	for _, c := range remote {
-		if !manifest.ValidPath(string(c.Name)) || strings.Contains(string(c.Name), "/") {
+		if c.Name == "." || !manifest.ValidPath(string(c.Name)) || strings.Contains(string(c.Name), "/") {
 			continue // a hostile listing cannot name paths elsewhere
 		}
 		rem[c.Name] = c
