@@ -675,9 +675,10 @@ func TestMaxConns(t *testing.T) {
 
 func TestServeReturnsOnCancel(t *testing.T) {
 	srv := New(Config{
-		Source:       func(context.Context) ([]Module, error) { return nil, nil },
-		Logger:       testLogger(t),
-		DrainTimeout: 300 * time.Millisecond,
+		Source:        func(context.Context) ([]Module, error) { return nil, nil },
+		AllowNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		Logger:        testLogger(t),
+		DrainTimeout:  300 * time.Millisecond,
 	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
