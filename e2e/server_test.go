@@ -27,19 +27,24 @@ type testServer struct {
 // startServer runs a server on 127.0.0.1 with ephemeral ports until the
 // test ends.
 func startServer(t *testing.T, data string, captureTimeout time.Duration) *testServer {
-	return startServerAllowing(t, data, captureTimeout, "")
+	return startServerConfigured(t, data, captureTimeout, nil)
 }
 
-// startServerAllowing also lets the network allow (e.g. 127.0.0.0/8) read
-// images without a token, over HTTP and rsync.
+// startServerAllowing writes server.allow_networks: [allow] (e.g.
+// "10.0.0.0/8"; "" for an empty list, which lets nobody read without a
+// token) before starting; startServer leaves it unset (loopback may read).
 func startServerAllowing(t *testing.T, data string, captureTimeout time.Duration, allow string) *testServer {
+	return startServerConfigured(t, data, captureTimeout, &allow)
+}
+
+func startServerConfigured(t *testing.T, data string, captureTimeout time.Duration, allow *string) *testServer {
 	t.Helper()
 	if data == "" {
 		data = filepath.Join(t.TempDir(), "data")
 	}
-	if allow != "" {
+	if allow != nil {
 		os.MkdirAll(data, 0o755)
-		cfg := "server:\n  allow_networks: [" + allow + "]\n"
+		cfg := "server:\n  allow_networks: [" + *allow + "]\n"
 		if err := os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -79,7 +84,7 @@ func (s *testServer) args(args ...string) []string {
 
 func TestServerCaptureDeployTorture(t *testing.T) {
 	tt := testtree.Build(t, filepath.Join(t.TempDir(), "src"))
-	s := startServerAllowing(t, "", 0, "127.0.0.0/8")
+	s := startServer(t, "", 0)
 	r := ok(t, s.args("capture", "--image", "torture", "--root", tt.Root, "--no-layout")...)
 	if !strings.Contains(r.stdout, "published torture@1") || !strings.Contains(r.stdout, "full stream") {
 		t.Fatalf("capture:\n%s", r.stdout)
@@ -118,7 +123,7 @@ func TestServerCaptureDeployDebian(t *testing.T) {
 }
 
 func TestServerAuthAndErrors(t *testing.T) {
-	s := startServer(t, "", 0)
+	s := startServerAllowing(t, "", 0, "10.0.0.0/8")
 	src := t.TempDir()
 	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
 	bad := filepath.Join(t.TempDir(), "bad.token")
@@ -255,4 +260,19 @@ func TestCaptureRecordsProvenanceAndLayout(t *testing.T) {
 	if !strings.Contains(string(info.Layout), `"filesystems"`) {
 		t.Errorf("disk layout not recorded: %s", info.Layout)
 	}
+}
+
+// TestAcceptanceInterface runs the spellings the issue names, without a
+// token for the reads: a server with no configuration lets loopback read.
+func TestAcceptanceInterface(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	s := startServer(t, data, 0)
+	src := t.TempDir()
+	os.WriteFile(filepath.Join(src, "f"), []byte("x"), 0o644)
+	ok(t, "capture", "--server", s.url, "--token-file", filepath.Join(data, "admin.token"), "--image", "img", "--root", src)
+	dst := filepath.Join(t.TempDir(), "dst")
+	ok(t, "deploy", "--server", s.url, "--image", "img", "--target", dst)
+	testtree.Oracle(t, src, dst)
+	ok(t, "update", "--server", s.url, "--image", "img", "--root", dst, "--dry-run")
+	ok(t, "update", "--server", s.url, "--image", "img", "--root", dst, "--no-delete")
 }

@@ -112,7 +112,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	networks, err := parseNetworks(cluster.Server.AllowNetworks)
+	allow := cluster.Server.AllowNetworks
+	if allow == nil {
+		// Not configured: this host may read (a node on the server
+		// itself, the admin's own checks); nobody else.
+		allow = []string{"127.0.0.0/8", "::1/128"}
+		log.Info("reads without a token allowed from loopback only; set server.allow_networks in goldcast.yaml for your nodes")
+	}
+	networks, err := parseNetworks(allow)
 	if err != nil {
 		return err
 	}
