@@ -74,6 +74,9 @@ type Config struct {
 	// Groups declares named sets of nodes that share an image, overrides
 	// and variables.
 	Groups []Group `yaml:"groups"`
+	// Overrides names global override trees, laid over the image of every
+	// node before its groups' and its own overrides.
+	Overrides []string `yaml:"overrides"`
 }
 
 // Server is the server section of goldcast.yaml.

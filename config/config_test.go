@@ -262,7 +262,7 @@ colour: blue
 			want: []string{
 				`goldcast.yaml:3: server.port: unknown field; known fields are listen, rsync_listen, allow_networks`,
 				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars`,
-				`goldcast.yaml:7: colour: unknown field; known fields are server, nodes, groups`,
+				`goldcast.yaml:7: colour: unknown field; known fields are server, nodes, groups, overrides`,
 			},
 		},
 		{

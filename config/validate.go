@@ -28,6 +28,7 @@ func validate(c *Config, r reporter) {
 	validateServer(&c.Server, r)
 	groups := validateGroups(c.Groups, r)
 	validateNodes(c.Nodes, groups, r)
+	checkOverrides(c.Overrides, "overrides", r)
 }
 
 // validateServer checks the server section.
