@@ -32,10 +32,22 @@ type imageHandler struct {
 	indexes *indexCache
 }
 
-// versionIndex is a version's manifest with its treesync index.
-type versionIndex struct {
-	m  *manifest.Manifest
-	ix *treesync.Index
+// servedTree is what the read endpoints serve: an image version, or a
+// node's plan (image plus overrides). It is immutable once built.
+type servedTree struct {
+	// label names it in errors and logs (NAME@N, node NAME).
+	label string
+	m     *manifest.Manifest
+	ix    *treesync.Index
+	// open reads a regular file's content.
+	open func(e *manifest.Entry) (io.ReadCloser, error)
+}
+
+// versionIndex is kept as the name of an image version's servedTree.
+type versionIndex = servedTree
+
+func newServedTree(label string, m *manifest.Manifest, open func(e *manifest.Entry) (io.ReadCloser, error)) *servedTree {
+	return &servedTree{label: label, m: m, ix: treesync.NewIndex(m), open: open}
 }
 
 // indexCache keeps the indexes of recently used versions, by manifest
@@ -62,7 +74,10 @@ func (c *indexCache) get(v *store.Version) (*versionIndex, error) {
 	if err != nil {
 		return nil, err
 	}
-	vi := &versionIndex{m: m, ix: treesync.NewIndex(m)}
+	tree := v.TreePath()
+	vi := newServedTree(v.Ref(), m, func(e *manifest.Entry) (io.ReadCloser, error) {
+		return os.Open(materialize.Path(tree, e.Path))
+	})
 	c.entries[v.Info.ManifestDigest] = vi
 	c.order = append(c.order, v.Info.ManifestDigest)
 	if len(c.order) > c.max {
@@ -178,10 +193,13 @@ func (h *imageHandler) stream(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *imageHandler) tree(w http.ResponseWriter, r *http.Request) {
-	_, vi, ok := h.resolveIndexed(w, r)
-	if !ok {
-		return
+	if _, vi, ok := h.resolveIndexed(w, r); ok {
+		serveTree(w, r, vi)
 	}
+}
+
+// serveTree answers treesync listings.
+func serveTree(w http.ResponseWriter, r *http.Request, vi *servedTree) {
 	var req api.TreeRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -194,10 +212,13 @@ func (h *imageHandler) tree(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
-	v, vi, ok := h.resolveIndexed(w, r)
-	if !ok {
-		return
+	if _, vi, ok := h.resolveIndexed(w, r); ok {
+		serveEntries(w, r, vi)
 	}
+}
+
+// serveEntries answers manifest lines.
+func serveEntries(w http.ResponseWriter, r *http.Request, vi *servedTree) {
 	var req api.EntriesRequest
 	if !readJSON(w, r, &req) {
 		return
@@ -207,7 +228,7 @@ func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
 	for _, p := range manifest.Strings(req.Paths) {
 		i, ok := idx[p]
 		if !ok {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("%s has no entry %q", v.Ref(), p))
+			writeError(w, http.StatusNotFound, fmt.Sprintf("%s has no entry %q", vi.label, p))
 			return
 		}
 		if req.Subtree && vi.m.Entries[i].Type == manifest.TypeDir {
@@ -228,10 +249,12 @@ func (h *imageHandler) entries(w http.ResponseWriter, r *http.Request) {
 // holds an old copy of; an empty payload when it holds none) with a frame
 // stream of deltas or whole contents.
 func (h *imageHandler) delta(w http.ResponseWriter, r *http.Request) {
-	v, vi, ok := h.resolveIndexed(w, r)
-	if !ok {
-		return
+	if _, vi, ok := h.resolveIndexed(w, r); ok {
+		h.serveDelta(w, r, vi)
 	}
+}
+
+func (h *imageHandler) serveDelta(w http.ResponseWriter, r *http.Request, vi *servedTree) {
 	body, err := requestBody(r)
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -242,17 +265,18 @@ func (h *imageHandler) delta(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/octet-stream")
 	zw := compressedWriter(w, r)
 	cw := &countingWriter{w: zw}
-	err = serveDeltas(r.Context(), v.TreePath(), vi.m, idx, api.NewFrameReader(body), api.NewFrameWriter(cw))
+	err = serveDeltas(r.Context(), vi, idx, api.NewFrameReader(body), api.NewFrameWriter(cw))
 	zw.Close()
 	h.metrics.bytesOut.WithLabelValues("delta").Add(float64(cw.n))
 	if err != nil {
-		h.log.Warn("delta request failed", "image", v.Ref(), "remote", r.RemoteAddr, "err", err)
+		h.log.Warn("delta request failed", "tree", vi.label, "remote", r.RemoteAddr, "err", err)
 	}
 }
 
 // serveDeltas reads signature frames and writes, for each, the file's
 // delta against it (or its whole content when the signature is empty).
-func serveDeltas(ctx context.Context, tree string, m *manifest.Manifest, idx map[string]int, in *api.FrameReader, out *api.FrameWriter) error {
+func serveDeltas(ctx context.Context, vi *servedTree, idx map[string]int, in *api.FrameReader, out *api.FrameWriter) error {
+	m := vi.m
 	for {
 		kind, p, payload, err := in.Next()
 		if err == io.EOF {
@@ -263,7 +287,7 @@ func serveDeltas(ctx context.Context, tree string, m *manifest.Manifest, idx map
 		}
 		i, ok := idx[p]
 		if !ok || kind != api.KindSignature || m.Entries[i].Type != manifest.TypeRegular {
-			return fmt.Errorf("delta request for %q: not a regular file of the version", p)
+			return fmt.Errorf("delta request for %q: not a regular file of %s", p, vi.label)
 		}
 		e := &m.Entries[i]
 		if e.LinkTo != "" {
@@ -273,7 +297,7 @@ func serveDeltas(ctx context.Context, tree string, m *manifest.Manifest, idx map
 		if err != nil {
 			return err
 		}
-		f, err := os.Open(materialize.Path(tree, e.Path))
+		f, err := vi.open(e)
 		if err != nil {
 			return fmt.Errorf("open %q: %w", e.Path, err)
 		}
@@ -287,7 +311,7 @@ func serveDeltas(ctx context.Context, tree string, m *manifest.Manifest, idx map
 
 // writeFileDelta writes one frame: the delta of f against the encoded
 // signature sig, or f whole when sig is empty.
-func writeFileDelta(ctx context.Context, f *os.File, p string, sig []byte, out *api.FrameWriter) error {
+func writeFileDelta(ctx context.Context, f io.Reader, p string, sig []byte, out *api.FrameWriter) error {
 	if len(sig) == 0 {
 		fw, err := out.Begin(api.KindFull, p)
 		if err != nil {
