@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -275,4 +276,40 @@ func TestAcceptanceInterface(t *testing.T) {
 	testtree.Oracle(t, src, dst)
 	ok(t, "update", "--server", s.url, "--image", "img", "--root", dst, "--dry-run")
 	ok(t, "update", "--server", s.url, "--image", "img", "--root", dst, "--no-delete")
+}
+
+// TestConfigReload edits goldcast.yaml under a running server: a valid
+// change takes effect without a restart, an invalid one is refused and
+// the running configuration stays.
+func TestConfigReload(t *testing.T) {
+	s := startServerAllowing(t, "", 0, "10.0.0.0/8")
+	read := func() int {
+		resp, err := http.Get(s.url + "/api/v1/images")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	waitFor := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for read() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("reads still answer %d, want %d", read(), want)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if got := read(); got != http.StatusForbidden {
+		t.Fatalf("read from loopback with 10.0.0.0/8 allowed: %d", got)
+	}
+	cfgPath := filepath.Join(s.data, "goldcast.yaml")
+	os.WriteFile(cfgPath, []byte("# now loopback may read\nserver:\n  allow_networks: [127.0.0.0/8]\n"), 0o644)
+	waitFor(http.StatusOK)
+	os.WriteFile(cfgPath, []byte("server:\n  allow_networks: [not-a-network]\n"), 0o644)
+	time.Sleep(3 * time.Second) // two polls
+	if got := read(); got != http.StatusOK {
+		t.Fatalf("an invalid file replaced the running configuration: reads answer %d", got)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync/atomic"
 
 	"github.com/goldcast/goldcast/api"
 )
@@ -56,8 +57,9 @@ func loadOrCreateToken(path string) (token string, created bool, err error) {
 // everything; without it, reads are allowed from the configured networks
 // only.
 type authenticator struct {
-	token    string
-	networks []netip.Prefix
+	token string
+	// networks may read without a token; replaced on configuration reload.
+	networks atomic.Pointer[[]netip.Prefix]
 }
 
 // requestToken returns the token a request carries, if any.
@@ -89,7 +91,11 @@ func (a *authenticator) allowedAddr(remote string) bool {
 		return false
 	}
 	ip = ip.Unmap()
-	for _, p := range a.networks {
+	nets := a.networks.Load()
+	if nets == nil {
+		return false
+	}
+	for _, p := range *nets {
 		if p.Contains(ip) {
 			return true
 		}

@@ -86,7 +86,8 @@ func TestAuthenticatorNetworks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &authenticator{token: strings.Repeat("t", 64), networks: nets}
+	a := &authenticator{token: strings.Repeat("t", 64)}
+	a.networks.Store(&nets)
 	for addr, want := range map[string]bool{
 		"10.1.2.3:5000": true, "[fd00::1]:80": true, "127.0.0.1:1": false, "[::ffff:10.0.0.1]:9": true, "garbage": false,
 	} {

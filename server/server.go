@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -54,6 +53,9 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for running requests on shutdown
 	// (default 10 s).
 	ShutdownTimeout time.Duration
+	// ConfigPollInterval is how often goldcast.yaml is checked for
+	// changes (default 2 s); SIGHUP reloads at once.
+	ConfigPollInterval time.Duration
 	// Logger receives the server's logs (default: discard).
 	Logger *slog.Logger
 	// Ready is called once every listener is bound, with the addresses
@@ -89,11 +91,14 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = 10 * time.Second
 	}
+	if cfg.ConfigPollInterval <= 0 {
+		cfg.ConfigPollInterval = 2 * time.Second
+	}
 	st, err := store.Open(cfg.DataDir, log)
 	if err != nil {
 		return err
 	}
-	cluster, err := loadCluster(cfg)
+	cluster, err := newCluster(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -112,18 +117,17 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	allow := cluster.Server.AllowNetworks
-	if allow == nil {
-		// Not configured: this host may read (a node on the server
-		// itself, the admin's own checks); nobody else.
-		allow = []string{"127.0.0.0/8", "::1/128"}
-		log.Info("reads without a token allowed from loopback only; set server.allow_networks in goldcast.yaml for your nodes")
-	}
-	networks, err := parseNetworks(allow)
+	networks, err := readNetworks(cluster.Get(), log)
 	if err != nil {
 		return err
 	}
-	auth := &authenticator{token: token, networks: networks}
+	auth := &authenticator{token: token}
+	auth.networks.Store(&networks)
+	cluster.onReload = func(c *config.Config) {
+		if n, err := readNetworks(c, log); err == nil {
+			auth.networks.Store(&n)
+		}
+	}
 	m := newMetrics(st)
 
 	var tlsConf *tls.Config
@@ -169,6 +173,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cluster.Watch(gctx, cfg.ConfigPollInterval) })
 	g.Go(func() error {
 		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("HTTP API: %w", err)
@@ -213,17 +218,17 @@ func clientAddr(a net.Addr) string {
 	return net.JoinHostPort("127.0.0.1", fmt.Sprint(ta.Port))
 }
 
-func loadCluster(cfg Config) (*config.Config, error) {
-	path := cfg.ConfigPath
-	explicit := path != ""
-	if !explicit {
-		path = filepath.Join(cfg.DataDir, "goldcast.yaml")
+// readNetworks returns who may read without a token: server.allow_networks,
+// or loopback only when the setting is absent.
+func readNetworks(c *config.Config, log *slog.Logger) ([]netip.Prefix, error) {
+	allow := c.Server.AllowNetworks
+	if allow == nil {
+		// Not configured: this host may read (a node on the server
+		// itself, the admin's own checks); nobody else.
+		allow = []string{"127.0.0.0/8", "::1/128"}
+		log.Info("reads without a token allowed from loopback only; set server.allow_networks in goldcast.yaml for your nodes")
 	}
-	c, err := config.Load(path)
-	if errors.Is(err, fs.ErrNotExist) && !explicit {
-		return config.Default(), nil
-	}
-	return c, err
+	return parseNetworks(allow)
 }
 
 func parseNetworks(nets []string) ([]netip.Prefix, error) {
