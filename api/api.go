@@ -124,3 +124,6 @@ type ServerInfo struct {
 	// RsyncAddr is the rsync daemon's listen address ("" when off).
 	RsyncAddr string `json:"rsync_addr,omitempty"`
 }
+
+// NodeTokenHeader carries a node's own token on /nodes/{node}/ routes.
+const NodeTokenHeader = "X-Goldcast-Node-Token"

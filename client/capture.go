@@ -188,24 +188,25 @@ func (c *Client) captureStream(ctx context.Context, root, id string, m *manifest
 	return &pub, nil
 }
 
-// lister asks the server for directory listings of a version.
-func (c *Client) lister(ref string) treesync.Lister {
+// lister asks the server for directory listings of the tree at base
+// (an API path such as /images/NAME@N).
+func (c *Client) lister(base string) treesync.Lister {
 	return func(ctx context.Context, paths []string) ([]treesync.Listing, error) {
 		var tr api.TreeResponse
-		if err := c.postJSON(ctx, "/images/"+ref+"/tree", api.TreeRequest{Paths: manifest.WirePaths(paths)}, &tr); err != nil {
+		if err := c.postJSON(ctx, base+"/tree", api.TreeRequest{Paths: manifest.WirePaths(paths)}, &tr); err != nil {
 			return nil, err
 		}
 		return tr.Listings, nil
 	}
 }
 
-// entries fetches manifest entries of a version.
-func (c *Client) entries(ctx context.Context, ref string, paths []string, subtree bool) ([]manifest.Entry, error) {
+// entries fetches manifest entries of the tree at base.
+func (c *Client) entries(ctx context.Context, base string, paths []string, subtree bool) ([]manifest.Entry, error) {
 	if len(paths) == 0 {
 		return nil, nil
 	}
 	var buf strings.Builder
-	body, err := c.postStream(ctx, http.MethodPost, "/images/"+ref+"/entries", func(w io.Writer) error {
+	body, err := c.postStream(ctx, http.MethodPost, base+"/entries", func(w io.Writer) error {
 		return json.NewEncoder(w).Encode(api.EntriesRequest{Paths: manifest.WirePaths(paths), Subtree: subtree})
 	})
 	if err != nil {
@@ -247,7 +248,7 @@ func patchFor(local *manifest.Manifest, diff *treesync.Result) api.ManifestPatch
 
 func (c *Client) captureDelta(ctx context.Context, o CaptureOptions, sess api.CaptureSession, local *manifest.Manifest, res *CaptureResult) (*api.Published, error) {
 	ref := fmt.Sprintf("%s@%d", o.Image, sess.BaseVersion)
-	diff, err := treesync.Compare(ctx, local, sess.BaseTree, c.lister(ref), nil)
+	diff, err := treesync.Compare(ctx, local, sess.BaseTree, c.lister("/images/"+ref), nil)
 	if err != nil {
 		return nil, fmt.Errorf("compare with %s: %w", ref, err)
 	}
@@ -350,7 +351,7 @@ func sendFile(ctx context.Context, fw *api.FrameWriter, root, path string, sig *
 
 // captureDryRun lists what a capture would change without starting one.
 func (c *Client) captureDryRun(ctx context.Context, o CaptureOptions, local *manifest.Manifest, res *CaptureResult) (*CaptureResult, error) {
-	info, err := c.Info(ctx, o.Image)
+	info, err := c.Info(ctx, Source{Image: o.Image})
 	var se *StatusError
 	if errors.As(err, &se) && se.Code == http.StatusNotFound {
 		fmt.Fprintf(o.Out, "%s is a new image: all %d entries (%d files) would be sent\n", o.Image, len(local.Entries), res.Files)
@@ -360,12 +361,12 @@ func (c *Client) captureDryRun(ctx context.Context, o CaptureOptions, local *man
 	if err != nil {
 		return nil, err
 	}
-	ref := fmt.Sprintf("%s@%d", o.Image, info.Version)
-	diff, err := treesync.Compare(ctx, local, info.TreeDigest, c.lister(ref), nil)
+	base := fmt.Sprintf("/images/%s@%d", o.Image, info.Version)
+	diff, err := treesync.Compare(ctx, local, info.TreeDigest, c.lister(base), nil)
 	if err != nil {
 		return nil, err
 	}
-	res.Changes, err = c.itemize(ctx, ref, local, diff)
+	res.Changes, err = c.itemize(ctx, base, local, diff)
 	if err != nil {
 		return nil, err
 	}
@@ -377,12 +378,12 @@ func (c *Client) captureDryRun(ctx context.Context, o CaptureOptions, local *man
 
 // itemize turns a treesync result into manifest changes from the remote
 // version (old) to local (new), fetching the remote entries involved.
-func (c *Client) itemize(ctx context.Context, ref string, local *manifest.Manifest, diff *treesync.Result) ([]manifest.Change, error) {
-	changed, err := c.entries(ctx, ref, diff.Changed, false)
+func (c *Client) itemize(ctx context.Context, base string, local *manifest.Manifest, diff *treesync.Result) ([]manifest.Change, error) {
+	changed, err := c.entries(ctx, base, diff.Changed, false)
 	if err != nil {
 		return nil, err
 	}
-	removed, err := c.entries(ctx, ref, diff.RemoteOnly, true)
+	removed, err := c.entries(ctx, base, diff.RemoteOnly, true)
 	if err != nil {
 		return nil, err
 	}

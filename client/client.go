@@ -37,6 +37,9 @@ type Options struct {
 	// Token is the admin token (capture needs it; reads need it unless
 	// the server allows this host's network).
 	Token string
+	// NodeToken is this node's own token, for its plan (private
+	// overrides included).
+	NodeToken string
 	// TLSFingerprint pins the server certificate's sha256 (for
 	// --tls-self-signed servers); CAFile trusts a CA instead.
 	TLSFingerprint string
@@ -46,8 +49,9 @@ type Options struct {
 // Client is a connection to a goldcast server. It counts the bytes that
 // cross the wire in both directions.
 type Client struct {
-	base  string
-	token string
+	base      string
+	token     string
+	nodeToken string
 	http  *http.Client
 	sent  atomic.Int64
 	recvd atomic.Int64
@@ -59,7 +63,7 @@ func New(o Options) (*Client, error) {
 	if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
 		return nil, fmt.Errorf("server URL %q: must start with http:// or https://", o.URL)
 	}
-	c := &Client{base: u, token: o.Token}
+	c := &Client{base: u, token: o.Token, nodeToken: o.NodeToken}
 	tlsConf := &tls.Config{MinVersion: tls.VersionTLS12}
 	switch {
 	case o.TLSFingerprint != "":
@@ -143,6 +147,9 @@ func (c *Client) do(ctx context.Context, method, path string, body io.Reader, hd
 	}
 	if c.token != "" {
 		req.Header.Set(api.TokenHeader, c.token)
+	}
+	if c.nodeToken != "" {
+		req.Header.Set(api.NodeTokenHeader, c.nodeToken)
 	}
 	req.Header.Set("Accept-Encoding", "zstd")
 	for k, v := range hdr {
@@ -261,24 +268,59 @@ func (c *Client) postStream(ctx context.Context, method, path string, write func
 	return responseBody(resp)
 }
 
-// ImageInfo is the server's description of a version.
+// ImageInfo is the server's description of a version (or of a node's
+// plan: the image it starts from, and the digests of the whole tree).
 type ImageInfo struct {
 	store.Info
 	TreeDigest string `json:"tree_digest"`
 }
 
-// Info fetches a version's image.json and tree digest.
-func (c *Client) Info(ctx context.Context, ref string) (*ImageInfo, error) {
+// Source names what a deploy or update lays down: an image version, or
+// a node's plan (its image with its overrides).
+type Source struct {
+	// Image is NAME or NAME@N; Node a node name. Exactly one is set.
+	Image, Node string
+}
+
+func (s Source) String() string {
+	if s.Node != "" {
+		return "node " + s.Node
+	}
+	return s.Image
+}
+
+// infoPath is where the source's description lives.
+func (s Source) infoPath() string {
+	if s.Node != "" {
+		return "/nodes/" + s.Node + "/plan"
+	}
+	return "/images/" + s.Image
+}
+
+// pinned returns the API path of the exact tree info describes: the
+// version NAME@N for an image, the node's plan for a node.
+func (s Source) pinned(info *ImageInfo) string {
+	if s.Node != "" {
+		return "/nodes/" + s.Node
+	}
+	return fmt.Sprintf("/images/%s@%d", info.Image, info.Version)
+}
+
+// Info fetches a source's image.json and tree digest.
+func (c *Client) Info(ctx context.Context, src Source) (*ImageInfo, error) {
+	if (src.Image == "") == (src.Node == "") {
+		return nil, errors.New("give an image or a node, not both")
+	}
 	var i ImageInfo
-	if err := c.getJSON(ctx, "/images/"+ref, &i); err != nil {
+	if err := c.getJSON(ctx, src.infoPath(), &i); err != nil {
 		return nil, err
 	}
 	return &i, nil
 }
 
-// Stream opens a version's tar.zst stream.
-func (c *Client) Stream(ctx context.Context, ref string) (io.ReadCloser, error) {
-	resp, err := c.do(ctx, http.MethodGet, "/images/"+ref+"/stream", nil, nil)
+// Stream opens the tar.zst stream of a pinned source path.
+func (c *Client) Stream(ctx context.Context, base string) (io.ReadCloser, error) {
+	resp, err := c.do(ctx, http.MethodGet, base+"/stream", nil, nil)
 	if err != nil {
 		return nil, err
 	}

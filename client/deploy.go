@@ -27,8 +27,10 @@ const (
 
 // DeployOptions describe laying a version into an empty root.
 type DeployOptions struct {
-	// Image is NAME (latest) or NAME@N.
+	// Image is NAME (latest) or NAME@N; or Node names a node whose plan
+	// (its image with its overrides) is laid down instead.
 	Image string
+	Node  string
 	// Target is the root to fill; it must be empty unless Force.
 	Target string
 	// Transport is "http" (the verified tar.zst stream, default) or
@@ -58,12 +60,17 @@ func (c *Client) Deploy(ctx context.Context, o DeployOptions) (*DeployResult, er
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	info, err := c.Info(ctx, o.Image)
+	src := Source{Image: o.Image, Node: o.Node}
+	info, err := c.Info(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("deploy %q: %w", o.Image, err)
+		return nil, fmt.Errorf("deploy %s: %w", src, err)
 	}
 	ref := fmt.Sprintf("%s@%d", info.Image, info.Version)
+	base := src.pinned(info)
 	res := &DeployResult{Version: ref, Entries: info.Totals.Entries, Bytes: info.Totals.Bytes}
+	if o.Node != "" {
+		res.Version = fmt.Sprintf("%s (%s with overrides)", src, ref)
+	}
 	empty := true
 	if _, err := os.Stat(o.Target); err == nil {
 		if empty, err = materialize.IsEmptyDir(o.Target, true); err != nil {
@@ -74,6 +81,9 @@ func (c *Client) Deploy(ctx context.Context, o DeployOptions) (*DeployResult, er
 		return nil, fmt.Errorf("deploy into %q: %w: deploy needs an empty root (pass --force to update it in place, deleting what the image lacks)", o.Target, stream.ErrTargetNotEmpty)
 	}
 	update := UpdateOptions{Image: ref, Root: o.Target, NoDefaultExcludes: true, NoRecord: true, Log: log, Progress: o.Progress}
+	if o.Node != "" {
+		update.Image, update.Node = "", o.Node
+	}
 	if !empty {
 		log.Info("target is not empty: updating it in place", "target", o.Target)
 		if _, err := c.Update(ctx, update); err != nil {
@@ -83,7 +93,7 @@ func (c *Client) Deploy(ctx context.Context, o DeployOptions) (*DeployResult, er
 	}
 	switch o.Transport {
 	case "", TransportHTTP:
-		body, err := c.Stream(ctx, ref)
+		body, err := c.Stream(ctx, base)
 		if err != nil {
 			return nil, err
 		}

@@ -28,8 +28,10 @@ import (
 
 // UpdateOptions describe one update of a root to an image version.
 type UpdateOptions struct {
-	// Image is NAME (latest) or NAME@N.
+	// Image is NAME (latest) or NAME@N; or Node names a node whose plan
+	// (its image with its overrides) is laid down instead.
 	Image string
+	Node  string
 	// Root is the tree to bring up to date ("/" on an installed node).
 	Root string
 	// Excludes and ExcludeFile add to the default excludes; ExcludeFile
@@ -70,7 +72,10 @@ type SyncResult struct {
 type LastSync struct {
 	// Ref is the reference the update was asked for (NAME, or NAME@N to
 	// stay on a pinned version); the next update without --image uses it.
-	Ref     string    `json:"ref"`
+	Ref string `json:"ref,omitempty"`
+	// Node is set when the update laid down a node's plan; the next
+	// update without --image or --node uses it.
+	Node    string    `json:"node,omitempty"`
 	Image   string    `json:"image"`
 	Version int       `json:"version"`
 	Digest  string    `json:"manifest_digest"`
@@ -96,11 +101,13 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	if err != nil {
 		return nil, err
 	}
-	info, err := c.Info(ctx, o.Image)
+	src := Source{Image: o.Image, Node: o.Node}
+	info, err := c.Info(ctx, src)
 	if err != nil {
-		return nil, fmt.Errorf("update to %q: %w", o.Image, err)
+		return nil, fmt.Errorf("update to %s: %w", src, err)
 	}
 	ref := fmt.Sprintf("%s@%d", info.Image, info.Version)
+	base := src.pinned(info)
 	defaults := DefaultUpdateExcludes()
 	if o.NoDefaultExcludes {
 		defaults = []string{"/lost+found/"} // a fresh filesystem's own
@@ -122,7 +129,7 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	// Mount points of other filesystems (/proc, /run on a live root) are
 	// left alone: their directories belong to what is mounted there.
 	skip := func(p string, isDir bool) bool { return foreign[p] || excludedPath(ex, p, isDir) }
-	diff, err := treesync.Compare(ctx, local, info.TreeDigest, c.lister(ref), skip)
+	diff, err := treesync.Compare(ctx, local, info.TreeDigest, c.lister(base), skip)
 	if err != nil {
 		return nil, fmt.Errorf("compare with %s: %w", ref, err)
 	}
@@ -130,7 +137,7 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	if diff.Empty() {
 		return res, c.recordSync(root, info, o)
 	}
-	s := &syncer{c: c, root: root, ref: ref, local: local, localIdx: local.Index(), log: log, progress: o.Progress}
+	s := &syncer{c: c, root: root, base: base, local: local, localIdx: local.Index(), log: log, progress: o.Progress}
 	if err := s.fetchRemote(ctx, diff, ex); err != nil {
 		return nil, err
 	}
@@ -154,7 +161,7 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	if err != nil {
 		return nil, err
 	}
-	left, err := treesync.Compare(ctx, after, info.TreeDigest, c.lister(ref), skip)
+	left, err := treesync.Compare(ctx, after, info.TreeDigest, c.lister(base), skip)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +206,7 @@ func (c *Client) recordSync(root string, info *ImageInfo, o UpdateOptions) error
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("record last sync: %w", err)
 	}
-	b, _ := json.MarshalIndent(LastSync{Ref: o.Image, Image: info.Image, Version: info.Version, Digest: info.ManifestDigest, Time: time.Now().UTC(), Server: c.base}, "", "  ")
+	b, _ := json.MarshalIndent(LastSync{Ref: o.Image, Node: o.Node, Image: info.Image, Version: info.Version, Digest: info.ManifestDigest, Time: time.Now().UTC(), Server: c.base}, "", "  ")
 	tmp := filepath.Join(dir, ".goldcast-tmp-last-sync")
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("record last sync: %w", err)
@@ -222,9 +229,10 @@ func excludedPath(ex *manifest.Excluder, p string, isDir bool) bool {
 
 // syncer applies one update.
 type syncer struct {
-	c        *Client
-	root     string
-	ref      string
+	c    *Client
+	root string
+	// base is the API path of the tree being laid down.
+	base     string
 	local    *manifest.Manifest
 	localIdx map[string]int
 	log      *slog.Logger
@@ -247,11 +255,11 @@ func (s *syncer) touch(p string) {
 }
 
 func (s *syncer) fetchRemote(ctx context.Context, diff *treesync.Result, ex *manifest.Excluder) error {
-	changed, err := s.c.entries(ctx, s.ref, diff.Changed, false)
+	changed, err := s.c.entries(ctx, s.base, diff.Changed, false)
 	if err != nil {
 		return fmt.Errorf("fetch changed entries: %w", err)
 	}
-	added, err := s.c.entries(ctx, s.ref, diff.RemoteOnly, true)
+	added, err := s.c.entries(ctx, s.base, diff.RemoteOnly, true)
 	if err != nil {
 		return fmt.Errorf("fetch missing entries: %w", err)
 	}
@@ -454,7 +462,7 @@ func (s *syncer) fetch(ctx context.Context, entries []*manifest.Entry, res *Sync
 	for _, e := range entries {
 		byPath[e.Path] = e
 	}
-	body, err := s.c.postStream(ctx, http.MethodPost, "/images/"+s.ref+"/delta", func(w io.Writer) error {
+	body, err := s.c.postStream(ctx, http.MethodPost, s.base+"/delta", func(w io.Writer) error {
 		fw := api.NewFrameWriter(w)
 		for _, e := range entries {
 			pw, err := fw.Begin(api.KindSignature, e.Path)

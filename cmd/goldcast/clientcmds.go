@@ -17,13 +17,14 @@ import (
 
 // serverFlags are the options every command that talks to a server has.
 type serverFlags struct {
-	url, tokenFile, fingerprint, caFile string
+	url, tokenFile, nodeTokenFile, fingerprint, caFile string
 }
 
 func (s *serverFlags) add(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&s.url, "server", os.Getenv("GOLDCAST_SERVER"), "server URL, e.g. http://imageserver:8080 (env GOLDCAST_SERVER)")
 	f.StringVar(&s.tokenFile, "token-file", os.Getenv("GOLDCAST_TOKEN_FILE"), "file holding the admin token (the server's DATA/admin.token; env GOLDCAST_TOKEN_FILE)")
+	f.StringVar(&s.nodeTokenFile, "node-token-file", os.Getenv("GOLDCAST_NODE_TOKEN_FILE"), "file holding this node's own token (goldcast node token NAME; env GOLDCAST_NODE_TOKEN_FILE)")
 	f.StringVar(&s.fingerprint, "tls-fingerprint", "", "pin the server certificate's sha256 (for --tls-self-signed servers)")
 	f.StringVar(&s.caFile, "tls-ca", "", "trust this CA certificate for the server")
 }
@@ -39,6 +40,13 @@ func (s *serverFlags) client() (*client.Client, error) {
 			return nil, err
 		}
 		o.Token = t
+	}
+	if s.nodeTokenFile != "" {
+		t, err := client.ReadToken(s.nodeTokenFile)
+		if err != nil {
+			return nil, err
+		}
+		o.NodeToken = t
 	}
 	return client.New(o)
 }
@@ -133,8 +141,8 @@ as /etc/hostname and /etc/goldcast are replaced or deleted), whatever the
 		Example: "  goldcast deploy --server http://imageserver:8080 --image web --target /mnt/newroot",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if o.Image == "" || o.Target == "" {
-				return errors.New("--image NAME and --target DIR are required")
+			if (o.Image == "") == (o.Node == "") || o.Target == "" {
+				return errors.New("--target DIR and one of --image NAME or --node NAME are required")
 			}
 			c, err := sf.client()
 			if err != nil {
@@ -154,7 +162,8 @@ as /etc/hostname and /etc/goldcast are replaced or deleted), whatever the
 	}
 	sf.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (required)")
+	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION")
+	f.StringVar(&o.Node, "node", "", "lay down this node's plan: its image with its overrides (needs the node's or the admin token)")
 	f.StringVar(&o.Target, "target", "", "empty directory to deploy into (required)")
 	f.StringVar(&o.Transport, "transport", client.TransportHTTP, "http (verified stream) or rsync (server's rsync daemon)")
 	f.BoolVar(&o.Force, "force", false, "deploy into a non-empty target by updating it in place")
@@ -187,12 +196,18 @@ rerun; --dry-run prints the itemized changes only.`,
 			if reboot && o.Root != "/" {
 				return errors.New("--reboot only makes sense for --root /")
 			}
-			if o.Image == "" {
-				img, err := lastSyncImage(o.Root)
+			if o.Image != "" && o.Node != "" {
+				return errors.New("give --image or --node, not both")
+			}
+			if o.Image == "" && o.Node == "" {
+				ls, err := lastSync(o.Root)
 				if err != nil {
 					return err
 				}
-				o.Image = img
+				o.Image, o.Node = ls.Ref, ls.Node
+				if o.Image == "" && o.Node == "" {
+					o.Image = ls.Image
+				}
 			}
 			c, err := sf.client()
 			if err != nil {
@@ -223,7 +238,8 @@ rerun; --dry-run prints the itemized changes only.`,
 	}
 	sf.add(cmd)
 	f := cmd.Flags()
-	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (default: the image of the last sync)")
+	f.StringVar(&o.Image, "image", "", "image NAME or NAME@VERSION (default: what the last sync used)")
+	f.StringVar(&o.Node, "node", "", "update to this node's plan: its image with its overrides")
 	f.StringVar(&o.Root, "root", "/", "root to update")
 	f.StringArrayVar(&o.Excludes, "exclude", nil, "extra exclude pattern (repeatable)")
 	f.StringVar(&o.ExcludeFile, "exclude-from", "", "exclude file, added to the defaults and ROOT/etc/goldcast/update.exclude")
@@ -233,18 +249,15 @@ rerun; --dry-run prints the itemized changes only.`,
 	return cmd
 }
 
-// lastSyncImage reads the image name of the last update of root.
-func lastSyncImage(root string) (string, error) {
+// lastSync reads the record of the last update of root.
+func lastSync(root string) (*client.LastSync, error) {
 	b, err := os.ReadFile(filepath.Join(root, "etc/goldcast/last-sync"))
 	if err != nil {
-		return "", fmt.Errorf("--image not given and no earlier sync recorded (%w)", err)
+		return nil, fmt.Errorf("--image or --node not given and no earlier sync recorded (%w)", err)
 	}
 	var ls client.LastSync
 	if err := json.Unmarshal(b, &ls); err != nil {
-		return "", fmt.Errorf("read last sync: %w", err)
+		return nil, fmt.Errorf("read last sync: %w", err)
 	}
-	if ls.Ref != "" {
-		return ls.Ref, nil
-	}
-	return ls.Image, nil
+	return &ls, nil
 }

@@ -1,0 +1,2 @@
+// Package sysconf is temporary.
+package sysconf
