@@ -52,9 +52,9 @@ type Client struct {
 	base      string
 	token     string
 	nodeToken string
-	http  *http.Client
-	sent  atomic.Int64
-	recvd atomic.Int64
+	http      *http.Client
+	sent      atomic.Int64
+	recvd     atomic.Int64
 }
 
 // New prepares a client.
