@@ -24,6 +24,7 @@ import (
 	"github.com/goldcast/goldcast/api"
 	"github.com/goldcast/goldcast/config"
 	"github.com/goldcast/goldcast/images/store"
+	"github.com/goldcast/goldcast/overrides"
 	"github.com/goldcast/goldcast/server/state"
 	"github.com/goldcast/goldcast/transport/rsyncd"
 )
@@ -156,7 +157,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if rsyncLn != nil {
 		rsyncAddr = rsyncLn.Addr().String()
 	}
-	handler := newHandler(st, db, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr})
+	ov, err := overrides.Open(st.Root())
+	if err != nil {
+		return err
+	}
+	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr})
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	ready := Ready{HTTPAddr: httpLn.Addr().String(), TokenPath: tokenPath, Fingerprint: fingerprint}
@@ -244,8 +249,9 @@ func parseNetworks(nets []string) ([]netip.Prefix, error) {
 }
 
 // newHandler builds the HTTP routes.
-func newHandler(st *store.Store, db *state.Store, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo) http.Handler {
+func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo) http.Handler {
 	images := &imageHandler{store: st, log: log, metrics: m, indexes: newIndexCache(8)}
+	nodes := &nodeHandler{store: st, overrides: ov, cluster: cl, images: images, log: log, trees: map[string]*servedTree{}}
 	captures := &captureHandler{store: st, state: db, log: log, metrics: m, staleAfter: captureTimeout, work: map[string]*captureWork{}}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
@@ -261,6 +267,11 @@ func newHandler(st *store.Store, db *state.Store, auth *authenticator, m *metric
 	route("POST "+p+"/images/{ref}/tree", auth.read(images.tree))
 	route("POST "+p+"/images/{ref}/entries", auth.read(images.entries))
 	route("POST "+p+"/images/{ref}/delta", auth.read(images.delta))
+	route("GET "+p+"/nodes/{node}/plan", auth.node(st.Root(), nodes.info))
+	route("GET "+p+"/nodes/{node}/stream", auth.node(st.Root(), nodes.stream))
+	route("POST "+p+"/nodes/{node}/tree", auth.node(st.Root(), nodes.tree))
+	route("POST "+p+"/nodes/{node}/entries", auth.node(st.Root(), nodes.entries))
+	route("POST "+p+"/nodes/{node}/delta", auth.node(st.Root(), nodes.delta))
 	route("POST "+p+"/captures", auth.admin(captures.begin))
 	route("POST "+p+"/captures/{id}/touch", auth.admin(captures.touch))
 	route("PUT "+p+"/captures/{id}/stream", auth.admin(captures.stream))
