@@ -11,7 +11,8 @@ RUN_DATA ?= $(CURDIR)/.goldcast-data
 # Debian packages the tests use as real peers and fixtures: command:package.
 TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
               debootstrap:debootstrap zstd:zstd tar:tar sfdisk:fdisk mkfs.vfat:dosfstools \
-              curl:curl
+              curl:curl ssh-keygen:openssh-client mkfs.ext4:e2fsprogs losetup:mount \
+              partx:util-linux unshare:util-linux blkid:util-linux
 TEST_TIMEOUT ?= 80m
 
 .PHONY: all build run test deps docs bench vet clean

@@ -1,2 +1,0 @@
-// Package sysconf is temporary.
-package sysconf
