@@ -103,6 +103,10 @@ type Plan struct {
 	// Warnings name the overrides the configuration mentions that do not
 	// exist.
 	Warnings []string `json:"warnings,omitempty"`
+	// Data is what the node's templates saw: its name, addresses, groups
+	// and variables (group variables merged under its own). The system
+	// configurator uses it too.
+	Data *TemplateData `json:"data"`
 
 	// roots are the tree roots of Layers, by index.
 	roots []string
@@ -203,6 +207,7 @@ func compute(ctx context.Context, in Input) (*Plan, error) {
 		roots:  []string{v.TreePath()},
 	}
 	data := templateDataOf(c, &node, groups, v.Ref())
+	p.Data = data
 	items := imageItems(base)
 
 	loaded := map[string]*Override{}

@@ -38,6 +38,12 @@ type NodePlan struct {
 	PlanDigest string            `json:"plan_digest"`
 	Layers     []overrides.Layer `json:"layers"`
 	Warnings   []string          `json:"warnings,omitempty"`
+	// Data is the node's record as its templates see it (addresses,
+	// groups, variables): what the system configurator needs.
+	Data *overrides.TemplateData `json:"data"`
+	// PrivatePaths are the paths private overrides provide (the
+	// configurator keeps SSH host keys that come this way).
+	PrivatePaths []string `json:"private_paths,omitempty"`
 }
 
 // plan computes the node's plan and its served tree.
@@ -79,13 +85,26 @@ func (h *nodeHandler) info(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	private := map[string]bool{}
+	for _, name := range p.Private() {
+		private[name] = true
+	}
+	var privatePaths []string
+	if len(private) > 0 {
+		for _, e := range p.Manifest.Entries {
+			if private[p.Winner(e.Path)] && e.Type != manifest.TypeDir {
+				privatePaths = append(privatePaths, e.Path)
+			}
+		}
+	}
 	info := v.Info
 	info.ManifestDigest = p.Manifest.Digest()
 	info.Totals = p.Manifest.Totals()
 	info.Path = ""
 	writeJSON(w, http.StatusOK, NodePlan{
 		ImageInfo: ImageInfo{Info: info, TreeDigest: st.ix.RootDigest()},
-		Node:      p.Node, PlanDigest: p.Digest, Layers: p.Layers, Warnings: p.Warnings,
+		Node:      p.Node, PlanDigest: p.Digest, Layers: p.Layers, Warnings: p.Warnings, Data: p.Data,
+		PrivatePaths: privatePaths,
 	})
 }
 

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/goldcast/goldcast/client"
+	"github.com/goldcast/goldcast/client/sysconf"
 	"github.com/goldcast/goldcast/internal/progress"
 )
 
@@ -124,6 +125,8 @@ version behind. --dry-run lists what would change.`,
 
 func newDeployCommand(a *app) *cobra.Command {
 	var sf serverFlags
+	var cf configureFlags
+	var configure bool
 	var o client.DeployOptions
 	cmd := &cobra.Command{
 		Use:   "deploy --server URL --image NAME[@V] --target DIR",
@@ -157,7 +160,16 @@ as /etc/hostname and /etc/goldcast are replaced or deleted), whatever the
 				return err
 			}
 			a.printf("deployed %s into %s: %d entries, %s, in %s\n", res.Version, o.Target, res.Entries, progress.Bytes(res.Bytes), time.Since(start).Round(time.Millisecond))
-			return nil
+			if !configure {
+				return nil
+			}
+			if o.Node == "" {
+				return errors.New("--configure needs --node: the configurator makes the root that node's")
+			}
+			changes, err := c.Configure(cmd.Context(), cf.options(a, o.Node, o.Target))
+			a.printf("configured %s for node %s:\n", o.Target, o.Node)
+			printChanges(a, changes)
+			return err
 		},
 	}
 	sf.add(cmd)
@@ -167,6 +179,8 @@ as /etc/hostname and /etc/goldcast are replaced or deleted), whatever the
 	f.StringVar(&o.Target, "target", "", "empty directory to deploy into (required)")
 	f.StringVar(&o.Transport, "transport", client.TransportHTTP, "http (verified stream) or rsync (server's rsync daemon)")
 	f.BoolVar(&o.Force, "force", false, "deploy into a non-empty target by updating it in place")
+	f.BoolVar(&configure, "configure", false, "then run the system configurator for --node (see goldcast sysconf)")
+	cf.add(cmd)
 	return cmd
 }
 
@@ -260,4 +274,77 @@ func lastSync(root string) (*client.LastSync, error) {
 		return nil, fmt.Errorf("read last sync: %w", err)
 	}
 	return &ls, nil
+}
+
+// configureFlags are the system configurator's switches.
+type configureFlags struct {
+	disk                                                                 string
+	noBootloader, noNetwork, noFstab, noHostname, noMachineID, noSSHKeys bool
+}
+
+func (f *configureFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.disk, "disk", "", "disk to install the bootloader on (e.g. /dev/sda); without it the bootloader step is skipped")
+	fl.BoolVar(&f.noBootloader, "no-bootloader", false, "skip the bootloader step (like si_updateclient --no-bootloader)")
+	fl.BoolVar(&f.noNetwork, "no-network", false, "skip writing network configuration")
+	fl.BoolVar(&f.noFstab, "no-fstab", false, "skip writing /etc/fstab")
+	fl.BoolVar(&f.noHostname, "no-hostname", false, "skip /etc/hostname and /etc/hosts")
+	fl.BoolVar(&f.noMachineID, "no-machine-id", false, "keep /etc/machine-id")
+	fl.BoolVar(&f.noSSHKeys, "no-ssh-keys", false, "keep the image's SSH host keys")
+}
+
+func (f *configureFlags) options(a *app, node, root string) client.ConfigureOptions {
+	return client.ConfigureOptions{
+		Node: node, Root: root, Disk: f.disk, Log: a.log,
+		NoBootloader: f.noBootloader, NoNetwork: f.noNetwork, NoFstab: f.noFstab,
+		NoHostname: f.noHostname, NoMachineID: f.noMachineID, NoSSHKeys: f.noSSHKeys,
+	}
+}
+
+// printChanges reports what the configurator did.
+func printChanges(a *app, changes []sysconf.Change) {
+	for _, c := range changes {
+		if c.Path == "" {
+			a.printf("  %-11s note: %s\n", c.Step, c.What)
+			continue
+		}
+		a.printf("  %-11s %s: %s\n", c.Step, c.Path, c.What)
+	}
+}
+
+func newSysconfCommand(a *app) *cobra.Command {
+	var sf serverFlags
+	var cf configureFlags
+	var node, root string
+	cmd := &cobra.Command{
+		Use:   "sysconf --server URL --node NAME --root DIR [--disk DEV]",
+		Short: "Make a laid-down root belong to its node: fstab, hostname, network, identity, bootloader",
+		Long: `Runs the system configurator against ROOT for NODE, with the node's record
+and the image's captured disk layout from the server: /etc/fstab by UUID
+from the layout, /etc/hostname and /etc/hosts, network configuration in the
+format the image uses (systemd-networkd, netplan, NetworkManager, ifupdown;
+static from the node's IPs and vars gateway/dns, else DHCP), a fresh
+/etc/machine-id, new SSH host keys (kept when a private override of the
+node provides them), and the image's own GRUB installed on --disk from a
+chroot. Every step can be skipped and every change is reported.`,
+		Example: "  goldcast sysconf --server http://imageserver:8080 --node node007 --node-token-file node007.token --root /mnt/target --disk /dev/sda",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if node == "" || root == "" {
+				return errors.New("--node NAME and --root DIR are required")
+			}
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			changes, err := c.Configure(cmd.Context(), cf.options(a, node, root))
+			printChanges(a, changes)
+			return err
+		},
+	}
+	sf.add(cmd)
+	cf.add(cmd)
+	cmd.Flags().StringVar(&node, "node", "", "node name (required)")
+	cmd.Flags().StringVar(&root, "root", "", "mounted root to configure (required)")
+	return cmd
 }
