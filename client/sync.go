@@ -168,6 +168,13 @@ func (c *Client) Update(ctx context.Context, o UpdateOptions) (*SyncResult, erro
 	if o.NoDelete {
 		left.LocalOnly = nil
 	}
+	var extra []string
+	for _, p := range left.LocalOnly {
+		if !s.kept[p] {
+			extra = append(extra, p)
+		}
+	}
+	left.LocalOnly = extra
 	if !left.Empty() {
 		return nil, fmt.Errorf("update %q to %s: still differs after applying changes: changed %v, extra %v, missing %v", root, ref, left.Changed, left.LocalOnly, left.RemoteOnly)
 	}
@@ -244,6 +251,9 @@ type syncer struct {
 	// touched are directories whose mtime the update disturbed by
 	// creating, renaming or removing entries in them.
 	touched map[string]bool
+	// kept are directories the version lacks but that hold excluded
+	// paths, so they stay.
+	kept map[string]bool
 }
 
 // touch records that p's parent directory changed.
@@ -309,7 +319,7 @@ func (s *syncer) apply(ctx context.Context, diff *treesync.Result, noDelete bool
 		if noDelete && !replaced[p] && !leftover {
 			continue
 		}
-		if err := removeAll(materialize.Path(s.root, p)); err != nil {
+		if err := s.remove(p); err != nil {
 			return err
 		}
 		s.touch(p)
@@ -573,6 +583,36 @@ func (s *syncer) receive(ctx context.Context, e *manifest.Entry, kind byte, payl
 		literal = n
 	}
 	return literal, s.rename(materialize.Path(s.root, t.Path), e.Path)
+}
+
+// remove deletes a local path the version lacks, entry by entry from the
+// local manifest, deepest first. A directory that still holds something
+// the scan did not see (an excluded path such as /home/alice, a mount)
+// is kept: an update never touches excluded paths.
+func (s *syncer) remove(p string) error {
+	entries := s.local.EntriesUnder(p)
+	for i := len(entries) - 1; i >= 0; i-- {
+		e := &entries[i]
+		full := materialize.Path(s.root, e.Path)
+		err := os.Remove(full)
+		switch {
+		case err == nil, errors.Is(err, os.ErrNotExist):
+		case e.Type == manifest.TypeDir && (errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST)):
+			s.log.Info("kept a directory the version lacks: it holds excluded paths", "path", e.Path)
+			if s.kept == nil {
+				s.kept = map[string]bool{}
+			}
+			s.kept[e.Path] = true
+		case e.Type == manifest.TypeDir && errors.Is(err, os.ErrPermission):
+			// A read-only parent: make it writable and try once more.
+			if err := removeAll(full); err != nil {
+				return err
+			}
+		default:
+			return fmt.Errorf("remove %q: %w", e.Path, err)
+		}
+	}
+	return nil
 }
 
 // removeAll deletes a path, making read-only directories writable first.
