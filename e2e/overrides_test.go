@@ -85,6 +85,14 @@ func TestNodePlanRenderAndPrivateOverrides(t *testing.T) {
 		t.Error("the whiteout did not remove etc/issue")
 	}
 
+	// A range plans every node; templates make their plans differ.
+	var plans []struct {
+		Node, Digest string
+	}
+	if err := json.Unmarshal([]byte(ok(t, "--data", data, "node", "plan", "node[01-02]", "--json").stdout), &plans); err != nil || len(plans) != 2 || plans[0].Digest == plans[1].Digest {
+		t.Errorf("node plan over a range: %v %+v", err, plans)
+	}
+
 	out := filepath.Join(t.TempDir(), "node01")
 	ok(t, "--data", data, "override", "render", "node01", "--out", out)
 	if b, _ := os.ReadFile(filepath.Join(out, "etc/motd")); string(b) != "node node01 rack r7\n" {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/goldcast/goldcast/config"
 	"github.com/goldcast/goldcast/overrides"
 	"github.com/goldcast/goldcast/server"
 )
@@ -235,10 +236,21 @@ type PlanPath struct {
 func nodePlanCmd(a *app) *cobra.Command {
 	var extra []string
 	cmd := &cobra.Command{
-		Use:   "plan NAME",
+		Use:   "plan NAME|RANGE",
 		Short: "Show a node's effective plan: image version, layers, and the layer each path comes from",
-		Args:  cobra.ExactArgs(1),
+		Long: `Computes what the node receives: its image version with every override laid
+over it, in order, and for each path the layer that provided it. A range
+(node[001-040]) prints one summary line per node (plan digest, image,
+layers); --json then gives a list.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			names, err := config.ExpandHosts(args[0])
+			if err != nil {
+				return err
+			}
+			if len(names) > 1 {
+				return planSummaries(a, cmd, names, extra)
+			}
 			p, err := a.computePlan(cmd, args[0], extra)
 			if err != nil {
 				return err
@@ -304,4 +316,27 @@ is printed, or written to FILE (mode 0600).`,
 	}
 	cmd.Flags().StringVar(&out, "out", "", "write the token to this file (mode 0600) instead of printing it")
 	return cmd
+}
+
+// planSummaries prints one line (or JSON object) per node of a range.
+func planSummaries(a *app, cmd *cobra.Command, names []string, extra []string) error {
+	var out []PlanJSON
+	var rows [][]string
+	for _, n := range names {
+		p, err := a.computePlan(cmd, n, extra)
+		if err != nil {
+			return err
+		}
+		out = append(out, PlanJSON{Node: p.Node, Image: p.Image, Version: p.Version, Digest: p.Digest, Layers: p.Layers, Warnings: p.Warnings})
+		var layers []string
+		for _, l := range p.Layers[1:] {
+			layers = append(layers, l.Name)
+		}
+		rows = append(rows, []string{p.Node, fmt.Sprintf("%s@%d", p.Image, p.Version), p.Digest[:16], strings.Join(layers, " < ")})
+	}
+	if a.jsonOut {
+		return a.printJSON(out)
+	}
+	a.table([]string{"NODE", "IMAGE", "PLAN", "OVERRIDES (lowest first)"}, rows)
+	return nil
 }
