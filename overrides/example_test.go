@@ -3,6 +3,7 @@ package overrides
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -39,6 +40,27 @@ nodes:
   - name: login[1-4]
     vars: {domain: hpc.example.org}
 `
+
+// TestWorkedExampleMatchesDocs keeps the docs honest: the worked
+// example's YAML block in docs/overrides.md is exactly exampleYAML.
+func TestWorkedExampleMatchesDocs(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "docs", "overrides.md"))
+	if err != nil {
+		t.Fatalf("read the docs: %v", err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "## Worked example")
+	if !ok {
+		t.Fatal("docs/overrides.md has no worked example section")
+	}
+	_, rest, ok = strings.Cut(rest, "```yaml\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("the worked example has no yaml block")
+	}
+	if diff := cmp.Diff(exampleYAML, block); diff != "" {
+		t.Errorf("docs/overrides.md worked example differs from the test (-test +docs):\n%s", diff)
+	}
+}
 
 // TestWorkedExample is the worked example of docs/overrides.md: forty
 // nodes in three groups.
