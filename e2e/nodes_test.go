@@ -196,3 +196,22 @@ func TestNodeAndGroupCommands(t *testing.T) {
 		t.Errorf("the file lost its comments:\n%s", got)
 	}
 }
+
+// TestRangesWhereNodeNamesGo checks that show and token take host ranges.
+func TestRangesWhereNodeNamesGo(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	ok(t, "--data", data, "node", "add", "r[1-3]", "--image", "img")
+	var shown []struct {
+		Name string `json:"name"`
+	}
+	if err := json.Unmarshal([]byte(ok(t, "--data", data, "node", "show", "r[2-3]", "--json").stdout), &shown); err != nil || len(shown) != 2 || shown[1].Name != "r3" {
+		t.Fatalf("node show over a range: %v %+v", err, shown)
+	}
+	dir := filepath.Join(t.TempDir(), "tokens")
+	ok(t, "--data", data, "node", "token", "r[1-3]", "--out", dir)
+	for _, n := range []string{"r1", "r2", "r3"} {
+		if fi, err := os.Stat(filepath.Join(dir, n+".token")); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("token file of %s: %v", n, err)
+		}
+	}
+}

@@ -443,8 +443,8 @@ func dash(s string) string {
 
 func nodeShowCmd(a *app) *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "show NAME",
-		Short: "Show the effective settings of one node",
+		Use:   "show NAME|RANGE",
+		Short: "Show the effective settings of nodes",
 		Long: `Shows what the node NAME (one host name, also one of a range) ends up with:
 the entry declaring it, its MACs and IPs, its image (its own or that of its
 most important group that sets one, and which group), every group it
@@ -461,36 +461,57 @@ its variables (groups' then its own, later ones winning).`,
 			if err != nil {
 				return err
 			}
-			n, err := c.Effective(args[0])
+			names, err := config.ExpandHosts(args[0])
 			if err != nil {
-				path, _ := a.configFile()
-				return fmt.Errorf("%w in %s", err, path)
+				return err
+			}
+			var shown []config.EffectiveNode
+			for _, name := range names {
+				n, err := c.Effective(name)
+				if err != nil {
+					path, _ := a.configFile()
+					return fmt.Errorf("%w in %s", err, path)
+				}
+				shown = append(shown, n)
 			}
 			if a.jsonOut {
-				return a.printJSON(n)
+				if len(shown) == 1 {
+					return a.printJSON(shown[0])
+				}
+				return a.printJSON(shown)
 			}
-			image := dash(n.Image)
-			if n.ImageGroup != "" {
-				image += " (from group " + n.ImageGroup + ")"
+			for i, n := range shown {
+				if i > 0 {
+					a.printf("\n")
+				}
+				a.showNode(n)
 			}
-			a.printf("node:        %s\n", n.Name)
-			if n.Entry != n.Name {
-				a.printf("entry:       %s\n", n.Entry)
-			}
-			a.printf("image:       %s\n", image)
-			a.printf("groups:      %s\n", dash(strings.Join(n.Groups, ", ")))
-			a.printf("macs:        %s\n", dash(strings.Join(n.MACs, ", ")))
-			a.printf("ips:         %s\n", dash(strings.Join(n.IPs, ", ")))
-			a.printf("boot:        %s\n", n.Boot)
-			a.printf("transport:   %s\n", n.Transport)
-			a.printf("kernel args: %s\n", dash(n.KernelArgs))
-			a.printf("overrides:   %s\n", dash(strings.Join(n.Overrides, ", ")))
-			a.printf("vars:        %s\n", dash(strings.Join(varList(n.Vars), " ")))
 			return nil
 		},
 	}
 	a.addJSONFlag(cmd)
 	return cmd
+}
+
+// showNode prints one node's effective settings.
+func (a *app) showNode(n config.EffectiveNode) {
+	image := dash(n.Image)
+	if n.ImageGroup != "" {
+		image += " (from group " + n.ImageGroup + ")"
+	}
+	a.printf("node:        %s\n", n.Name)
+	if n.Entry != n.Name {
+		a.printf("entry:       %s\n", n.Entry)
+	}
+	a.printf("image:       %s\n", image)
+	a.printf("groups:      %s\n", dash(strings.Join(n.Groups, ", ")))
+	a.printf("macs:        %s\n", dash(strings.Join(n.MACs, ", ")))
+	a.printf("ips:         %s\n", dash(strings.Join(n.IPs, ", ")))
+	a.printf("boot:        %s\n", n.Boot)
+	a.printf("transport:   %s\n", n.Transport)
+	a.printf("kernel args: %s\n", dash(n.KernelArgs))
+	a.printf("overrides:   %s\n", dash(strings.Join(n.Overrides, ", ")))
+	a.printf("vars:        %s\n", dash(strings.Join(varList(n.Vars), " ")))
 }
 
 // groupFlags are the settings group add and group set take.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -291,14 +292,23 @@ layers); --json then gives a list.`,
 func nodeTokenCmd(a *app) *cobra.Command {
 	var out string
 	cmd := &cobra.Command{
-		Use:   "token NAME [--out FILE]",
-		Short: "Issue a node its own token (replacing any earlier one)",
+		Use:   "token NAME|RANGE [--out FILE|DIR]",
+		Short: "Issue nodes their own tokens (replacing any earlier ones)",
 		Long: `Creates the credential a node uses to read its own plan, private overrides
 included (goldcast deploy/update --node NAME --node-token-file FILE). Run it
 on the server host; only a hash is kept in DATA/nodes/NAME.token. The token
-is printed, or written to FILE (mode 0600).`,
+is printed, or written to FILE (mode 0600). For a range, --out names a
+directory that receives one file per node (NAME.token); without --out each
+line is "NAME TOKEN".`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			names, err := config.ExpandHosts(args[0])
+			if err != nil {
+				return err
+			}
+			if len(names) > 1 {
+				return issueTokens(a, names, out)
+			}
 			tok, err := server.IssueNodeToken(a.dataDir, args[0])
 			if err != nil {
 				return err
@@ -338,5 +348,32 @@ func planSummaries(a *app, cmd *cobra.Command, names []string, extra []string) e
 		return a.printJSON(out)
 	}
 	a.table([]string{"NODE", "IMAGE", "PLAN", "OVERRIDES (lowest first)"}, rows)
+	return nil
+}
+
+// issueTokens issues tokens for many nodes.
+func issueTokens(a *app, names []string, dir string) error {
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return fmt.Errorf("create %q: %w", dir, err)
+		}
+	}
+	for _, n := range names {
+		tok, err := server.IssueNodeToken(a.dataDir, n)
+		if err != nil {
+			return err
+		}
+		if dir == "" {
+			a.printf("%s %s\n", n, tok)
+			continue
+		}
+		path := filepath.Join(dir, n+".token")
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			return fmt.Errorf("write token: %w", err)
+		}
+	}
+	if dir != "" {
+		a.printf("tokens for %d nodes written to %s\n", len(names), dir)
+	}
 	return nil
 }
