@@ -43,17 +43,39 @@ const logTailLines = 40
 // cache entry, so changing any parameter builds a new root.
 type debootstrapSpec struct {
 	suite, variant, mirror string
+	// include lists extra packages (debootstrap --include); a root with
+	// them is a bootable root (see Bootable), checked for a kernel and
+	// GRUB.
+	include string
 }
 
-// key returns "SUITE-VARIANT-SHA", SHA being the first 12 hex digits of
-// the sha256 of all parameters.
+// key returns "SUITE-VARIANT-SHA" ("SUITE-VARIANT-bootable-SHA" with
+// extra packages), SHA being the first 12 hex digits of the sha256 of all
+// parameters.
 func (s debootstrapSpec) key() string {
+	if s.include != "" {
+		sum := sha256.Sum256([]byte("suite=" + s.suite + "\nvariant=" + s.variant + "\nmirror=" + s.mirror +
+			"\ninclude=" + s.include + "\n"))
+		return fmt.Sprintf("%s-%s-bootable-%x", s.suite, s.variant, sum[:6])
+	}
 	sum := sha256.Sum256([]byte("suite=" + s.suite + "\nvariant=" + s.variant + "\nmirror=" + s.mirror + "\n"))
 	return fmt.Sprintf("%s-%s-%x", s.suite, s.variant, sum[:6])
 }
 
 func (s debootstrapSpec) args(target string) []string {
+	if s.include != "" {
+		return []string{"--variant=" + s.variant, "--include=" + s.include, s.suite, target, s.mirror}
+	}
 	return []string{"--variant=" + s.variant, s.suite, target, s.mirror}
+}
+
+// check reports whether dir exists and whether it is a finished root of
+// this spec.
+func (s debootstrapSpec) check(dir string) (bool, error) {
+	if s.include != "" {
+		return checkBootable(dir)
+	}
+	return checkRoot(dir)
 }
 
 func defaultSpec() debootstrapSpec {
@@ -107,15 +129,21 @@ func checkRoot(dir string) (bool, error) {
 // otherwise; both messages quote the end of debootstrap's log.
 func Debootstrap(t testing.TB) string {
 	t.Helper()
-	spec := defaultSpec()
+	return cachedRoot(t, defaultSpec())
+}
+
+// cachedRoot returns the cached root of spec, building it first when
+// needed; it skips or fails t as Debootstrap documents.
+func cachedRoot(t testing.TB, spec debootstrapSpec) string {
+	t.Helper()
 	final := debootstrapPath(spec)
-	if ok, err := checkRoot(final); err != nil {
+	if ok, err := spec.check(final); err != nil {
 		t.Fatalf("testtree: %v", err)
 	} else if ok {
 		return final
 	}
 	if os.Geteuid() != 0 {
-		t.Skip("testtree: Debootstrap needs root to build its cached root")
+		t.Skip("testtree: building a cached debootstrap root needs root")
 	}
 	tool, err := lookTool("debootstrap")
 	if err != nil {
@@ -167,7 +195,7 @@ func buildDebootstrap(tool string, spec debootstrapSpec, final string, logf func
 
 	// Under the lock: someone may have finished meanwhile, and any
 	// temporary directory left here is from a build that died.
-	if ok, err := checkRoot(final); err != nil || ok {
+	if ok, err := spec.check(final); err != nil || ok {
 		return err
 	}
 	if err := removeStaleBuilds(parent); err != nil {
@@ -194,8 +222,8 @@ func buildDebootstrap(tool string, spec debootstrapSpec, final string, logf func
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	runErr := cmd.Run()
 	if runErr == nil {
-		if _, err := os.Stat(filepath.Join(tmp, "etc", "debian_version")); err != nil {
-			runErr = fmt.Errorf("debootstrap reported success but built no Debian root: %w", err)
+		if _, err := spec.check(tmp); err != nil {
+			runErr = fmt.Errorf("debootstrap reported success but built no usable root: %w", err)
 		}
 	}
 	if runErr != nil {
@@ -219,7 +247,7 @@ func buildDebootstrap(tool string, spec debootstrapSpec, final string, logf func
 		if cerr := removeBuild(tmp); cerr != nil {
 			err = fmt.Errorf("%w (and cleaning up: %w)", err, cerr)
 		}
-		if ok, cerr := checkRoot(final); ok && cerr == nil {
+		if ok, cerr := spec.check(final); ok && cerr == nil {
 			return nil
 		}
 		return fmt.Errorf("move debootstrap root into the cache: %w", err)
