@@ -40,6 +40,7 @@ import (
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/materialize"
 	"github.com/goldcast/goldcast/images/ref"
+	"github.com/goldcast/goldcast/internal/durable"
 )
 
 // Errors callers can test for with errors.Is.
@@ -213,7 +214,7 @@ func (s *Store) Create(ctx context.Context, name, fromDir string, opts CreateOpt
 	if err != nil {
 		return fmt.Errorf("create override %q: encode %s: %w", name, infoFile, err)
 	}
-	if err := writeFileSync(filepath.Join(tmp.dir, infoFile), append(raw, '\n')); err != nil {
+	if err := durable.WriteFile(filepath.Join(tmp.dir, infoFile), append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("create override %q: write %s: %w", name, infoFile, err)
 	}
 	// A private override's directory is closed to everyone but root.
@@ -224,7 +225,7 @@ func (s *Store) Create(ctx context.Context, name, fromDir string, opts CreateOpt
 	if err := os.Chmod(tmp.dir, mode); err != nil {
 		return fmt.Errorf("create override %q: %w", name, err)
 	}
-	if err := syncFS(tmp.dir); err != nil {
+	if err := durable.SyncFS(tmp.dir); err != nil {
 		return fmt.Errorf("create override %q: flush: %w", name, err)
 	}
 	if err := s.publish(tmp, name); err != nil {
@@ -375,7 +376,7 @@ func (s *Store) Remove(name string) error {
 	if err != nil {
 		return fmt.Errorf("remove override %q: %w", name, err)
 	}
-	if err := removeTree(gone); err != nil {
+	if err := durable.RemoveTree(gone); err != nil {
 		return fmt.Errorf("remove override %q: %w", name, err)
 	}
 	return nil
@@ -414,7 +415,7 @@ func (s *Store) newTemp() (*temp, error) {
 
 // discard removes the temporary directory and releases its lock.
 func (t *temp) discard() {
-	removeTree(t.dir)
+	durable.RemoveTree(t.dir)
 	t.lock.Close()
 }
 
@@ -438,20 +439,12 @@ func (s *Store) publish(t *temp, name string) error {
 		return err
 	}
 	t.lock.Close()
-	return syncDir(s.root)
+	return durable.SyncDir(s.root)
 }
 
 // lock takes the store-wide lock for creating and removing.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock override store: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock override store: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return durable.Lock(filepath.Join(s.root, ".lock"))
 }
 
 // cleanTemp removes temporary directories whose builder died: their lock
@@ -477,7 +470,7 @@ func (s *Store) cleanTemp() error {
 			f.Close() // a live builder holds it
 			continue
 		}
-		rmErr := removeTree(dir)
+		rmErr := durable.RemoveTree(dir)
 		if f != nil {
 			f.Close()
 		}
@@ -486,51 +479,4 @@ func (s *Store) cleanTemp() error {
 		}
 	}
 	return nil
-}
-
-// removeTree deletes dir and everything in it, read-only directories
-// included.
-func removeTree(dir string) error {
-	if err := materialize.RemoveContents(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// writeFileSync writes data to a new file at path and flushes it.
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
-}
-
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
 }

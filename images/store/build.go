@@ -18,6 +18,7 @@ import (
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/materialize"
 	"github.com/goldcast/goldcast/images/stream"
+	"github.com/goldcast/goldcast/internal/durable"
 )
 
 // build lays the entries of m into dst (an existing empty directory):
@@ -337,11 +338,11 @@ func (s *Store) mopts() materialize.Options {
 // area and publishes it.
 func (s *Store) finish(st *staging, name string, m *manifest.Manifest, signature []byte, info *Info) (*Version, error) {
 	raw := m.Bytes()
-	if err := writeFileSync(filepath.Join(st.versionDir(), "manifest"), raw, 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(st.versionDir(), "manifest"), raw, 0o644); err != nil {
 		return nil, fmt.Errorf("write manifest: %w", err)
 	}
 	if signature != nil {
-		if err := writeFileSync(filepath.Join(st.versionDir(), "signature"), signature, 0o644); err != nil {
+		if err := durable.WriteFile(filepath.Join(st.versionDir(), "signature"), signature, 0o644); err != nil {
 			return nil, fmt.Errorf("write signature: %w", err)
 		}
 	}

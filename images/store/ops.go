@@ -14,6 +14,7 @@ import (
 	"github.com/goldcast/goldcast/images/materialize"
 	"github.com/goldcast/goldcast/images/signing"
 	"github.com/goldcast/goldcast/images/stream"
+	"github.com/goldcast/goldcast/internal/durable"
 )
 
 // Copy publishes the version ref names as a new version of image dst
@@ -81,7 +82,7 @@ func (s *Store) Rename(old, new string) error {
 	if err := os.Rename(s.imageDir(old), s.imageDir(new)); err != nil {
 		return fmt.Errorf("rename image %q to %q: %w", old, new, err)
 	}
-	return syncDir(filepath.Join(s.root, "images"))
+	return durable.SyncDir(filepath.Join(s.root, "images"))
 }
 
 // Remove deletes an image and all its versions. The image directory is
@@ -258,7 +259,7 @@ func (s *Store) Sign(ref string, priv ed25519.PrivateKey) (*Version, *signing.Si
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := writeFileSync(filepath.Join(v.Dir, "signature"), sig.Marshal(), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(v.Dir, "signature"), sig.Marshal(), 0o644); err != nil {
 		return nil, nil, fmt.Errorf("sign %s: %w", v.Ref(), err)
 	}
 	return v, sig, nil

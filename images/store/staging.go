@@ -4,16 +4,14 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/goldcast/goldcast/internal/durable"
 	"golang.org/x/sys/unix"
-
-	"github.com/goldcast/goldcast/images/materialize"
 )
 
 // staging is a private area where one version is built. Its lock file is
@@ -75,18 +73,8 @@ func (st *staging) tree() string { return filepath.Join(st.dir, "v", "tree") }
 
 // discard removes the staging area and releases its lock.
 func (st *staging) discard() {
-	removeTree(st.dir)
+	durable.RemoveTree(st.dir)
 	st.lock.Close()
-}
-
-func removeTree(dir string) error {
-	if err := materialize.RemoveContents(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	return nil
 }
 
 // cleanStaging removes staging areas whose builder died.
@@ -116,7 +104,7 @@ func (s *Store) cleanStaging() error {
 		if raw, err := os.ReadFile(filepath.Join(dir, "note.json")); err == nil {
 			_ = json.Unmarshal(raw, &note)
 		}
-		rmErr := removeTree(dir)
+		rmErr := durable.RemoveTree(dir)
 		if f != nil {
 			f.Close()
 		}
@@ -140,7 +128,7 @@ func orDefault(s, d string) string {
 // version: image.json and the manifest are already written; the tree is
 // flushed to disk before the rename makes the version visible.
 func (s *Store) publish(st *staging, name string, info *Info) (*Version, error) {
-	if err := syncFS(st.dir); err != nil {
+	if err := durable.SyncFS(st.dir); err != nil {
 		return nil, fmt.Errorf("flush staging area: %w", err)
 	}
 	unlock, err := s.lock()
@@ -165,14 +153,14 @@ func (s *Store) publish(st *staging, name string, info *Info) (*Version, error) 
 	if err := writeInfo(st.versionDir(), info); err != nil {
 		return nil, err
 	}
-	if err := writeFileSync(seqPath, []byte(strconv.Itoa(info.Version)), 0o644); err != nil {
+	if err := durable.WriteFile(seqPath, []byte(strconv.Itoa(info.Version)), 0o644); err != nil {
 		return nil, fmt.Errorf("record version number of %q: %w", name, err)
 	}
 	dst := s.versionDir(name, info.Version)
 	if err := os.Rename(st.versionDir(), dst); err != nil {
 		return nil, fmt.Errorf("publish %s@%d: %w", name, info.Version, err)
 	}
-	if err := syncDir(filepath.Dir(dst)); err != nil {
+	if err := durable.SyncDir(filepath.Dir(dst)); err != nil {
 		return nil, fmt.Errorf("publish %s@%d: %w", name, info.Version, err)
 	}
 	st.discard()
@@ -188,17 +176,8 @@ func writeInfo(dir string, info *Info) error {
 	if err != nil {
 		return fmt.Errorf("encode image.json: %w", err)
 	}
-	if err := writeFileSync(filepath.Join(dir, "image.json"), append(raw, '\n'), 0o644); err != nil {
+	if err := durable.WriteFile(filepath.Join(dir, "image.json"), append(raw, '\n'), 0o644); err != nil {
 		return fmt.Errorf("write image.json: %w", err)
 	}
 	return nil
-}
-
-func syncFS(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return unix.Syncfs(int(f.Fd()))
 }

@@ -28,11 +28,10 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/ref"
 	"github.com/goldcast/goldcast/images/signing"
+	"github.com/goldcast/goldcast/internal/durable"
 )
 
 // Store is an image store rooted at a data directory.
@@ -187,15 +186,7 @@ func (s *Store) versionDir(name string, v int) string {
 
 // lock takes the store-wide lock for publishing, renames and removals.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.root, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("lock store: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock store: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return durable.Lock(filepath.Join(s.root, ".lock"))
 }
 
 // ImageSummary describes an image for listings.
@@ -312,38 +303,4 @@ func (s *Store) Latest(name string) (*Version, error) {
 		return nil, err
 	}
 	return vs[len(vs)-1], nil
-}
-
-// writeFileSync writes data to path through a temporary file, fsyncs it
-// and renames it into place.
-func writeFileSync(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
-}
-
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
