@@ -313,3 +313,50 @@ func TestConfigReload(t *testing.T) {
 		t.Fatalf("an invalid file replaced the running configuration: reads answer %d", got)
 	}
 }
+
+// TestSIGHUPReloads edits goldcast.yaml under a server that does not poll
+// and reloads it with SIGHUP.
+func TestSIGHUPReloads(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(data, 0o755)
+	cfgPath := filepath.Join(data, "goldcast.yaml")
+	os.WriteFile(cfgPath, []byte("server:\n  allow_networks: [10.0.0.0/8]\n"), 0o644)
+	srv := exec.Command(goldcast.path, "--data", data, "server", "--http", "127.0.0.1:0", "--rsync", "", "--config-poll", "1h")
+	stdout, _ := srv.StdoutPipe()
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	var url string
+	sc := bufio.NewScanner(stdout)
+	for url == "" && sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "API:"); ok {
+			url = strings.TrimSpace(v)
+		}
+	}
+	go io.Copy(io.Discard, stdout)
+	read := func() int {
+		resp, err := http.Get(url + "/api/v1/images")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := read(); got != http.StatusForbidden {
+		t.Fatalf("before the edit reads answer %d", got)
+	}
+	os.WriteFile(cfgPath, []byte("server:\n  allow_networks: [127.0.0.0/8]\n"), 0o644)
+	time.Sleep(200 * time.Millisecond)
+	if got := read(); got != http.StatusForbidden {
+		t.Fatalf("the server reloaded without SIGHUP (poll is 1h): %d", got)
+	}
+	srv.Process.Signal(syscall.SIGHUP)
+	deadline := time.Now().Add(5 * time.Second)
+	for read() != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("SIGHUP did not reload the configuration")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -71,6 +71,7 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a certificate generated into DATA/tls (clients pin its fingerprint)")
 	f.DurationVar(&cfg.CaptureTimeout, "capture-timeout", 2*time.Minute, "how long a silent capture session keeps its image locked")
+	f.DurationVar(&cfg.ConfigPollInterval, "config-poll", 2*time.Second, "how often goldcast.yaml is checked for changes (SIGHUP reloads at once)")
 	return cmd
 }
 
