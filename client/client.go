@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -325,4 +326,33 @@ func (c *Client) Stream(ctx context.Context, base string) (io.ReadCloser, error)
 		return nil, err
 	}
 	return resp.Body, nil
+}
+
+// Event is one entry of the server's event log.
+type Event struct {
+	Seq     uint64            `json:"seq"`
+	Time    time.Time         `json:"time"`
+	Node    string            `json:"node,omitempty"`
+	Kind    string            `json:"kind"`
+	Stage   string            `json:"stage,omitempty"`
+	Percent float64           `json:"percent,omitempty"`
+	Bytes   int64             `json:"bytes,omitempty"`
+	Message string            `json:"message,omitempty"`
+	Fields  map[string]string `json:"fields,omitempty"`
+}
+
+// Events lists the server's events for node ("" for all), after seq.
+func (c *Client) Events(ctx context.Context, node string, since uint64) ([]Event, error) {
+	q := url.Values{}
+	if node != "" {
+		q.Set("node", node)
+	}
+	if since > 0 {
+		q.Set("since", fmt.Sprint(since))
+	}
+	var evs []Event
+	if err := c.getJSON(ctx, "/events?"+q.Encode(), &evs); err != nil {
+		return nil, err
+	}
+	return evs, nil
 }

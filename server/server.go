@@ -252,6 +252,7 @@ func parseNetworks(nets []string) ([]netip.Prefix, error) {
 func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo) http.Handler {
 	images := &imageHandler{store: st, log: log, metrics: m, indexes: newIndexCache(8)}
 	nodes := &nodeHandler{store: st, overrides: ov, cluster: cl, images: images, log: log, trees: map[string]*servedTree{}}
+	boot := &bootHandler{dataDir: st.Root(), cluster: cl, state: db, log: log}
 	captures := &captureHandler{store: st, state: db, log: log, metrics: m, staleAfter: captureTimeout, work: map[string]*captureWork{}}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {
@@ -280,6 +281,11 @@ func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *clust
 	route("POST "+p+"/captures/{id}/content", auth.admin(captures.content))
 	route("DELETE "+p+"/captures/{id}", auth.admin(captures.abort))
 	route("GET "+p+"/events", auth.read(eventsHandler(db)))
+	// Network boot: firmware and iPXE know no tokens; the script hands the
+	// node a fresh token of its own for everything after.
+	route("GET /boot/ipxe", boot.script)
+	route("GET /boot/files/{name}", boot.file)
+	route("POST "+p+"/boot/report", boot.report)
 	route("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		w.Write([]byte("ok\n"))

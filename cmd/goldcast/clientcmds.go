@@ -348,3 +348,45 @@ chroot. Every step can be skipped and every change is reported.`,
 	cmd.Flags().StringVar(&root, "root", "", "mounted root to configure (required)")
 	return cmd
 }
+
+func newStatusCommand(a *app) *cobra.Command {
+	var sf serverFlags
+	cmd := &cobra.Command{
+		Use:   "status [NODE] --server URL",
+		Short: "Show the event log: a node's boot, capture and install steps",
+		Long: `Lists the server's events (oldest first) for NODE, or for every node: DHCP
+and iPXE steps, the booted report of the goldcast initramfs with the
+machine's hardware, captures. --json prints them as a list.`,
+		Example: "  goldcast status node007 --server http://imageserver:8080 --json",
+		Args:    cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := sf.client()
+			if err != nil {
+				return err
+			}
+			node := ""
+			if len(args) == 1 {
+				node = args[0]
+			}
+			evs, err := c.Events(cmd.Context(), node, 0)
+			if err != nil {
+				return err
+			}
+			if a.jsonOut {
+				if evs == nil {
+					evs = []client.Event{}
+				}
+				return a.printJSON(map[string]any{"node": node, "events": evs})
+			}
+			var rows [][]string
+			for _, e := range evs {
+				rows = append(rows, []string{e.Time.Local().Format("15:04:05"), orDash(e.Node), e.Kind, e.Stage, e.Message})
+			}
+			a.table([]string{"TIME", "NODE", "KIND", "STAGE", "MESSAGE"}, rows)
+			return nil
+		},
+	}
+	sf.add(cmd)
+	a.addJSONFlag(cmd)
+	return cmd
+}

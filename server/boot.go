@@ -1,0 +1,149 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/goldcast/goldcast/api"
+	"github.com/goldcast/goldcast/config"
+	"github.com/goldcast/goldcast/netboot/ipxe"
+	"github.com/goldcast/goldcast/server/state"
+)
+
+// Boot files (kernel and goldcast initramfs) live in DATA/boot under these
+// names; `goldcast netboot initramfs` writes the initramfs there.
+const (
+	BootKernel = "vmlinuz"
+	BootInitrd = "goldcast-initrd.img"
+)
+
+// bootHandler serves network boot over HTTP: the per-node iPXE script,
+// the kernel and initramfs (with Range support), and the report a booted
+// initramfs sends.
+type bootHandler struct {
+	dataDir string
+	cluster *cluster
+	state   *state.Store
+	log     *slog.Logger
+}
+
+func (h *bootHandler) bootDir() string { return filepath.Join(h.dataDir, "boot") }
+
+// findByMAC returns the node whose record holds mac.
+func findByMAC(c *config.Config, mac net.HardwareAddr) (config.Node, bool) {
+	for _, n := range c.ExpandedNodes() {
+		for _, m := range n.MACs {
+			if hw, err := net.ParseMAC(m); err == nil && hw.String() == mac.String() {
+				return n, true
+			}
+		}
+	}
+	return config.Node{}, false
+}
+
+// script answers GET /boot/ipxe?mac=MAC with the node's iPXE script.
+func (h *bootHandler) script(w http.ResponseWriter, r *http.Request) {
+	mac, err := net.ParseMAC(r.URL.Query().Get("mac"))
+	if err != nil {
+		http.Error(w, fmt.Sprintf("#!ipxe\necho goldcast: mac=%q is not a MAC address\n", r.URL.Query().Get("mac")), http.StatusBadRequest)
+		return
+	}
+	base := "http://" + r.Host
+	s := ipxe.Script{MAC: mac.String(), ServerURL: base}
+	node, known := findByMAC(h.cluster.Get(), mac)
+	if known {
+		s.Node, s.Action, s.KernelArgs = node.Name, ipxe.Action(node.Boot), node.KernelArgs
+		s.KernelURL, s.InitrdURL = base+"/boot/files/"+BootKernel, base+"/boot/files/"+BootInitrd
+		if s.Action == ipxe.Install || s.Action == ipxe.Rescue {
+			if s.Token, err = IssueNodeToken(h.dataDir, node.Name); err != nil {
+				http.Error(w, "#!ipxe\necho goldcast: "+err.Error()+"\n", http.StatusInternalServerError)
+				return
+			}
+		}
+	}
+	body, err := ipxe.Render(s)
+	if err != nil {
+		http.Error(w, "#!ipxe\necho goldcast: "+strings.ReplaceAll(err.Error(), "\n", " ")+"\n", http.StatusInternalServerError)
+		return
+	}
+	h.event(s.Node, "ipxe", fmt.Sprintf("iPXE script (%s) sent to %s for %s", orDefault(string(s.Action), "menu"), r.RemoteAddr, mac), map[string]string{"mac": mac.String()})
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write(body)
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}
+
+// file serves a boot file from DATA/boot (Range requests included).
+func (h *bootHandler) file(w http.ResponseWriter, r *http.Request) {
+	name := r.PathValue("name")
+	if name != BootKernel && name != BootInitrd {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no boot file %q (served: %s, %s)", name, BootKernel, BootInitrd))
+		return
+	}
+	f, err := os.Open(filepath.Join(h.bootDir(), name))
+	if err != nil {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("boot file %s is missing: put the kernel at DATA/boot/%s and run goldcast netboot initramfs", name, BootKernel))
+		return
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	http.ServeContent(w, r, name, fi.ModTime(), f)
+}
+
+// BootReport is what a booted goldcast initramfs tells the server about
+// the machine (POST /api/v1/boot/report, with its node token).
+type BootReport struct {
+	Node     string   `json:"node"`
+	MACs     []string `json:"macs"`
+	CPUs     int      `json:"cpus"`
+	MemoryKB int64    `json:"memory_kb"`
+	Disks    []string `json:"disks"`
+	Kernel   string   `json:"kernel"`
+	BootID   string   `json:"boot_id,omitempty"`
+}
+
+// report records a booted node.
+func (h *bootHandler) report(w http.ResponseWriter, r *http.Request) {
+	var rep BootReport
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&rep); err != nil {
+		writeError(w, http.StatusBadRequest, "decode boot report: "+err.Error())
+		return
+	}
+	if !nodeTokenValid(h.dataDir, rep.Node, r.Header.Get(api.NodeTokenHeader)) {
+		writeError(w, http.StatusForbidden, fmt.Sprintf("boot report for node %q without that node's token", rep.Node))
+		return
+	}
+	fields := map[string]string{
+		"macs": strings.Join(rep.MACs, ","), "cpus": fmt.Sprint(rep.CPUs), "memory_kb": fmt.Sprint(rep.MemoryKB),
+		"disks": strings.Join(rep.Disks, ","), "kernel": rep.Kernel,
+	}
+	h.event(rep.Node, "booted", fmt.Sprintf("booted: %d CPUs, %d MB, disks %s, kernel %s", rep.CPUs, rep.MemoryKB/1024, strings.Join(rep.Disks, " "), rep.Kernel), fields)
+	if err := h.state.PutNodeStatus(state.NodeStatus{Node: rep.Node, State: "booted", Updated: time.Now().UTC(), Kernel: rep.Kernel, BootID: rep.BootID}); err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *bootHandler) event(node, stage, msg string, fields map[string]string) {
+	if _, err := h.state.AppendEvent(state.Event{Node: node, Kind: "boot", Stage: stage, Message: msg, Fields: fields}); err != nil {
+		h.log.Warn("record boot event", "node", node, "err", err)
+	}
+}
