@@ -57,6 +57,8 @@ type Config struct {
 	// ConfigPollInterval is how often goldcast.yaml is checked for
 	// changes (default 2 s); SIGHUP reloads at once.
 	ConfigPollInterval time.Duration
+	// Netboot turns on TFTP and DHCP.
+	Netboot NetbootConfig
 	// Logger receives the server's logs (default: discard).
 	Logger *slog.Logger
 	// Ready is called once every listener is bound, with the addresses
@@ -179,6 +181,11 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cluster.Watch(gctx, cfg.ConfigPollInterval) })
+	if err := startNetboot(gctx, g, cfg.Netboot, st.Root(), httpLn.Addr().(*net.TCPAddr).Port, cluster, db, log); err != nil {
+		srv.Close()
+		g.Wait()
+		return err
+	}
 	g.Go(func() error {
 		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("HTTP API: %w", err)

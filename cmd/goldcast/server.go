@@ -72,6 +72,12 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a certificate generated into DATA/tls (clients pin its fingerprint)")
 	f.DurationVar(&cfg.CaptureTimeout, "capture-timeout", 2*time.Minute, "how long a silent capture session keeps its image locked")
 	f.DurationVar(&cfg.ConfigPollInterval, "config-poll", 2*time.Second, "how often goldcast.yaml is checked for changes (SIGHUP reloads at once)")
+	f.StringVar(&cfg.Netboot.TFTPAddr, "tftp", "", `TFTP listen address for iPXE binaries, e.g. ":69" ("" off)`)
+	f.StringVar(&cfg.Netboot.BootDir, "boot-dir", "", "TFTP root with undionly.kpxe and ipxe.efi (default "+server.DefaultIPXEDir+", Debian package ipxe)")
+	f.StringVar(&cfg.Netboot.DHCPMode, "dhcp-mode", "off", "DHCP: full (addresses and boot info), proxy (boot info beside another DHCP server) or off")
+	f.StringVar(&cfg.Netboot.DHCPInterface, "dhcp-interface", "", "interface DHCP serves (required with --dhcp-mode)")
+	f.StringVar(&cfg.Netboot.DHCPRange, "dhcp-range", "", "full-mode address pool FIRST-LAST, e.g. 10.0.0.100-10.0.0.199")
+	f.StringVar(&cfg.Netboot.DHCPRouter, "dhcp-router", "", "default gateway handed out in full mode")
 	return cmd
 }
 

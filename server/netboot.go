@@ -1,0 +1,155 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/goldcast/goldcast/netboot/dhcp"
+	"github.com/goldcast/goldcast/netboot/tftp"
+	"github.com/goldcast/goldcast/server/state"
+)
+
+// DefaultIPXEDir is where Debian's ipxe package installs the iPXE
+// binaries (undionly.kpxe, ipxe.efi, snponly.efi).
+const DefaultIPXEDir = "/usr/lib/ipxe"
+
+// NetbootConfig turns on the network boot services.
+type NetbootConfig struct {
+	// TFTPAddr is the TFTP listen address ("" turns TFTP off).
+	TFTPAddr string
+	// BootDir is the TFTP root holding the iPXE binaries (default
+	// DefaultIPXEDir).
+	BootDir string
+	// DHCPMode is full, proxy or off ("").
+	DHCPMode string
+	// DHCPInterface is the interface DHCP serves; the server's address on
+	// it becomes the DHCP server identifier and the boot server.
+	DHCPInterface string
+	// DHCPRange is the full-mode pool, "FIRST-LAST".
+	DHCPRange string
+	// DHCPRouter is the default gateway handed out (optional).
+	DHCPRouter string
+}
+
+// startNetboot starts TFTP and DHCP as the configuration asks, in g.
+func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, dataDir string, httpPort int, cl *cluster, db *state.Store, log *slog.Logger) error {
+	if nc.TFTPAddr != "" {
+		root := nc.BootDir
+		if root == "" {
+			root = DefaultIPXEDir
+		}
+		if _, err := os.Stat(filepath.Join(root, "undionly.kpxe")); err != nil {
+			log.Warn("no iPXE binaries in the TFTP boot directory: install Debian's ipxe package or pass --boot-dir", "dir", root)
+		}
+		srv, err := tftp.New(tftp.Config{Root: root, Addr: nc.TFTPAddr, Logger: log, OnTransfer: func(tr tftp.Transfer) {
+			if tr.SizeProbe {
+				return
+			}
+			msg := fmt.Sprintf("TFTP %s: %d bytes to %s", tr.File, tr.Bytes, tr.Remote)
+			if tr.Err != nil {
+				msg = fmt.Sprintf("TFTP %s to %s failed: %v", tr.File, tr.Remote, tr.Err)
+			}
+			db.AppendEvent(state.Event{Kind: "boot", Stage: "tftp", Message: msg, Bytes: tr.Bytes, Fields: map[string]string{"file": tr.File, "remote": tr.Remote.String()}})
+		}})
+		if err != nil {
+			return fmt.Errorf("tftp: %w", err)
+		}
+		g.Go(func() error { return srv.ListenAndServe(ctx) })
+		log.Info("TFTP serving", "addr", nc.TFTPAddr, "root", root)
+	}
+	mode := dhcp.Mode(nc.DHCPMode)
+	if mode == "" || mode == dhcp.ModeOff {
+		return nil
+	}
+	if nc.DHCPInterface == "" {
+		return errors.New("--dhcp-mode needs --dhcp-interface: a DHCP server must know which network it serves")
+	}
+	ip, mask, err := interfaceAddr(nc.DHCPInterface)
+	if err != nil {
+		return err
+	}
+	cfg := dhcp.Config{Mode: mode, Interface: nc.DHCPInterface, ServerIP: ip, Netmask: mask,
+		BootFile: dhcp.DefaultBooter{NextServer: ip, ScriptURL: fmt.Sprintf("http://%s:%d/boot/ipxe?mac=${net0/mac}", ip, httpPort),
+			HTTPBase: fmt.Sprintf("http://%s:%d/boot/files/", ip, httpPort)}}
+	if mode == dhcp.ModeFull {
+		first, last, ok := strings.Cut(nc.DHCPRange, "-")
+		a, err1 := netip.ParseAddr(strings.TrimSpace(first))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(last))
+		if !ok || err1 != nil || err2 != nil {
+			return fmt.Errorf("--dhcp-range %q: want FIRST-LAST, e.g. 10.0.0.100-10.0.0.199", nc.DHCPRange)
+		}
+		cfg.Range = dhcp.Range{First: a, Last: b}
+	}
+	if nc.DHCPRouter != "" {
+		if cfg.Router, err = netip.ParseAddr(nc.DHCPRouter); err != nil {
+			return fmt.Errorf("--dhcp-router: %w", err)
+		}
+	}
+	deps := dhcp.Deps{Logger: log, Reservations: reservations{cl}, OnEvent: func(e dhcp.Event) {
+		node := ""
+		if n, ok := findByMAC(cl.Get(), e.MAC); ok {
+			node = n.Name
+		}
+		db.AppendEvent(state.Event{Node: node, Kind: "boot", Stage: "dhcp-" + string(e.Kind),
+			Message: fmt.Sprintf("DHCP %s %s %s (arch %d)", e.Kind, e.MAC, e.IP, e.Arch), Fields: map[string]string{"mac": e.MAC.String(), "ip": e.IP.String()}})
+	}}
+	if mode == dhcp.ModeFull {
+		leases, err := dhcp.OpenFileLeaseStore(filepath.Join(dataDir, "dhcp-leases"))
+		if err != nil {
+			return fmt.Errorf("dhcp leases: %w", err)
+		}
+		deps.Leases = leases
+		g.Go(func() error { <-ctx.Done(); return leases.Close() })
+	}
+	srv, err := dhcp.New(cfg, deps)
+	if err != nil {
+		return fmt.Errorf("dhcp: %w", err)
+	}
+	g.Go(func() error { return srv.Serve(ctx) })
+	log.Info("DHCP serving", "mode", mode, "interface", nc.DHCPInterface, "server", ip, "range", nc.DHCPRange)
+	return nil
+}
+
+// interfaceAddr returns the first IPv4 address of an interface and its mask.
+func interfaceAddr(name string) (netip.Addr, netip.Addr, error) {
+	ifc, err := net.InterfaceByName(name)
+	if err != nil {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("--dhcp-interface %q: %w", name, err)
+	}
+	addrs, err := ifc.Addrs()
+	if err != nil {
+		return netip.Addr{}, netip.Addr{}, fmt.Errorf("--dhcp-interface %q: %w", name, err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok && n.IP.To4() != nil {
+			ip, _ := netip.AddrFromSlice(n.IP.To4())
+			mask, _ := netip.AddrFromSlice(net.IP(n.Mask).To4())
+			return ip, mask, nil
+		}
+	}
+	return netip.Addr{}, netip.Addr{}, fmt.Errorf("--dhcp-interface %q has no IPv4 address", name)
+}
+
+// reservations gives DHCP the addresses node records fix.
+type reservations struct{ cl *cluster }
+
+func (r reservations) Lookup(mac net.HardwareAddr) (netip.Addr, string, bool) {
+	n, ok := findByMAC(r.cl.Get(), mac)
+	if !ok || len(n.IPs) == 0 {
+		return netip.Addr{}, "", false
+	}
+	ip, err := netip.ParseAddr(n.IPs[0])
+	if err != nil {
+		return netip.Addr{}, "", false
+	}
+	return ip, n.Name, true
+}
