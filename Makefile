@@ -20,8 +20,10 @@ TEST_TIMEOUT ?= 80m
 
 all: build
 
+# build makes a static binary: the same file runs as /init in the netboot
+# initramfs (goldcast netboot initramfs).
 build:
-	$(GO) build -o $(BIN) ./cmd/goldcast
+	CGO_ENABLED=0 $(GO) build -o $(BIN) ./cmd/goldcast
 
 # deps installs the missing test tools with apt-get (needs root).
 deps:
