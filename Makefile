@@ -13,7 +13,7 @@ TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
               debootstrap:debootstrap zstd:zstd tar:tar sfdisk:fdisk mkfs.vfat:dosfstools \
               curl:curl ssh-keygen:openssh-client mkfs.ext4:e2fsprogs losetup:mount \
               partx:util-linux unshare:util-linux blkid:util-linux ip:iproute2 \
-              busybox:busybox
+              busybox:busybox qemu-system-x86_64:qemu-system-x86
 TEST_TIMEOUT ?= 80m
 
 .PHONY: all build run test deps docs bench vet clean

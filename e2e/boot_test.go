@@ -6,10 +6,13 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/goldcast/goldcast/internal/testtree"
 )
 
 // TestBootScriptReportAndStatus walks the HTTP side of a network boot:
@@ -93,5 +96,25 @@ func TestBootScriptReportAndStatus(t *testing.T) {
 	}
 	if !booted {
 		t.Errorf("status n1 --json shows no booted event with the hardware facts:\n%s", r.stdout)
+	}
+}
+
+// TestNetbootInitramfsCommand builds the initramfs through the CLI for the
+// cached Debian kernel and checks what it holds.
+func TestNetbootInitramfsCommand(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	k := testtree.BootableKernel(t)
+	out := filepath.Join(t.TempDir(), "initrd.img")
+	ok(t, "netboot", "initramfs", "--kernel-version", k.Version, "--modules-dir", k.ModulesDir, "-o", out)
+	list, err := exec.Command("sh", "-c", "zcat \"$0\" | busybox cpio -t", out).Output()
+	if err != nil {
+		t.Fatalf("list the initramfs: %v", err)
+	}
+	for _, want := range []string{"init", "etc/goldcast/modules", "virtio_net.ko"} {
+		if !strings.Contains(string(list), want) {
+			t.Errorf("initramfs lacks %s:\n%s", want, list)
+		}
 	}
 }

@@ -28,7 +28,9 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	goldcast.path = filepath.Join(dir, "goldcast")
+	// Static, as make build makes it: the binary is also the initramfs /init.
 	build := exec.Command("go", "build", "-o", goldcast.path, "github.com/goldcast/goldcast/cmd/goldcast")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build goldcast:", err)

@@ -9,9 +9,18 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/goldcast/goldcast/netboot/initramfs"
 )
 
 func main() {
+	if os.Getpid() == 1 {
+		// The same binary is the netboot initramfs's /init.
+		if err := initramfs.InitMain(context.Background(), os.Args); err != nil {
+			fmt.Fprintln(os.Stderr, "goldcast init:", err)
+		}
+		os.Exit(1) // PID 1 exiting panics the kernel; panic=N reboots it
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := newRootCommand(os.Stdout, os.Stderr).ExecuteContext(ctx)
