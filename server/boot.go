@@ -107,21 +107,9 @@ func (h *bootHandler) file(w http.ResponseWriter, r *http.Request) {
 	http.ServeContent(w, r, name, fi.ModTime(), f)
 }
 
-// BootReport is what a booted goldcast initramfs tells the server about
-// the machine (POST /api/v1/boot/report, with its node token).
-type BootReport struct {
-	Node     string   `json:"node"`
-	MACs     []string `json:"macs"`
-	CPUs     int      `json:"cpus"`
-	MemoryKB int64    `json:"memory_kb"`
-	Disks    []string `json:"disks"`
-	Kernel   string   `json:"kernel"`
-	BootID   string   `json:"boot_id,omitempty"`
-}
-
 // report records a booted node.
 func (h *bootHandler) report(w http.ResponseWriter, r *http.Request) {
-	var rep BootReport
+	var rep api.BootReport
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&rep); err != nil {
 		writeError(w, http.StatusBadRequest, "decode boot report: "+err.Error())
 		return
@@ -132,7 +120,7 @@ func (h *bootHandler) report(w http.ResponseWriter, r *http.Request) {
 	}
 	fields := map[string]string{
 		"macs": strings.Join(rep.MACs, ","), "cpus": fmt.Sprint(rep.CPUs), "memory_kb": fmt.Sprint(rep.MemoryKB),
-		"disks": strings.Join(rep.Disks, ","), "kernel": rep.Kernel,
+		"disks": strings.Join(rep.Disks, ","), "kernel": rep.Kernel, "machine": rep.Machine, "address": rep.Address,
 	}
 	h.event(rep.Node, "booted", fmt.Sprintf("booted: %d CPUs, %d MB, disks %s, kernel %s", rep.CPUs, rep.MemoryKB/1024, strings.Join(rep.Disks, " "), rep.Kernel), fields)
 	if err := h.state.PutNodeStatus(state.NodeStatus{Node: rep.Node, State: "booted", Updated: time.Now().UTC(), Kernel: rep.Kernel, BootID: rep.BootID}); err != nil {

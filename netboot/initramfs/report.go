@@ -10,46 +10,16 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/goldcast/goldcast/api"
 )
 
 // ReportPath is where, under the server's URL, InitMain posts its Report.
 const ReportPath = "/api/v1/boot/report"
 
-// Report is what a booted goldcast initramfs tells the server about its
-// machine: the JSON body of POST SERVER/api/v1/boot/report, sent with the
-// node's token in the X-Goldcast-Node-Token header. Its first seven fields
-// are those the server's boot report handler reads; the others are extra
-// facts a server may ignore.
-type Report struct {
-	// Node is the node's name, from goldcast.node on the kernel command line.
-	Node string `json:"node"`
-	// MACs are the hardware addresses of the machine's Ethernet interfaces
-	// (lower case, colon separated), in interface index order.
-	MACs []string `json:"macs"`
-	// CPUs is the number of online CPUs.
-	CPUs int `json:"cpus"`
-	// MemoryKB is the usable memory (MemTotal of /proc/meminfo) in KiB.
-	MemoryKB int64 `json:"memory_kb"`
-	// Disks are the names of the machine's disks in /sys/block ("vda",
-	// "sda", "nvme0n1"), sorted; loop, RAM, device-mapper, MD, NBD, floppy
-	// and optical devices and empty ones are left out.
-	Disks []string `json:"disks"`
-	// Kernel is the running kernel's release (uname -r).
-	Kernel string `json:"kernel"`
-	// BootID is the kernel's random identifier of this boot
-	// (/proc/sys/kernel/random/boot_id).
-	BootID string `json:"boot_id,omitempty"`
-
-	// Machine is the hardware name (uname -m, "x86_64").
-	Machine string `json:"machine,omitempty"`
-	// DiskBytes maps each of Disks to its size in bytes.
-	DiskBytes map[string]int64 `json:"disk_bytes,omitempty"`
-	// Interface is the interface InitMain configured ("eth0").
-	Interface string `json:"interface,omitempty"`
-	// Address is the address DHCP gave that interface, with its prefix
-	// length ("10.0.2.15/24").
-	Address string `json:"address,omitempty"`
-}
+// Report is the booted report (api.BootReport): the initramfs and the
+// server share the one type.
+type Report = api.BootReport
 
 // netInterface is a physical Ethernet interface as sysfs shows it.
 type netInterface struct {
