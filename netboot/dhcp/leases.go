@@ -9,11 +9,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/goldcast/goldcast/internal/durable"
 	"golang.org/x/sys/unix"
 )
 
@@ -176,14 +176,7 @@ func (s *FileLeaseStore) compact() error {
 		}
 		buf.Write(line)
 	}
-	tmp := s.path + ".tmp"
-	if err := writeSynced(tmp, buf.Bytes()); err != nil {
-		return fmt.Errorf("compact lease store: %w", err)
-	}
-	if err := os.Rename(tmp, s.path); err != nil {
-		return fmt.Errorf("compact lease store: %w", err)
-	}
-	if err := syncDir(filepath.Dir(s.path)); err != nil {
+	if err := durable.WriteFile(s.path, buf.Bytes(), 0o600); err != nil {
 		return fmt.Errorf("compact lease store: %w", err)
 	}
 	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
@@ -317,33 +310,6 @@ func encodeRecord(rec leaseRecord) ([]byte, error) {
 func cloneLease(l Lease) Lease {
 	l.MAC = slices.Clone(l.MAC)
 	return l
-}
-
-// writeSynced writes data to path and flushes it.
-func writeSynced(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-// syncDir flushes a directory's entries after a rename.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	return f.Sync()
 }
 
 // Compile-time checks.
