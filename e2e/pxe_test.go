@@ -1,0 +1,196 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/goldcast/goldcast/internal/testtree"
+)
+
+// syncBuffer is a bytes.Buffer safe for one writer (a child process) and
+// a reader (the test).
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPXEBootQEMU network-boots a QEMU machine through goldcast end to
+// end: SeaBIOS runs QEMU's own iPXE virtio-net option ROM, whose DHCP
+// (user class "iPXE") goldcast answers with the per-node script URL; iPXE
+// loads the script, then the kernel and the goldcast initramfs over HTTP;
+// the initramfs (goldcast as /init) takes its address from goldcast's
+// DHCP, reports "booted" and, for the install action, powers off.
+//
+// Quirks kept in mind here: bridges snoop multicast and drop what udpcast
+// sends unless snooping is off, so test bridges turn it off; iPXE's EFI
+// build needs initrd= on the kernel line (goldcast's script has it).
+func TestPXEBootQEMU(t *testing.T) {
+	if testing.Short() {
+		t.Skip("skipped in -short mode")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("a PXE boot in QEMU needs root (network namespaces, bridge, tap)")
+	}
+	for _, tool := range []string{"ip", "qemu-system-x86_64"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skip("/dev/net/tun is missing: no tap devices")
+	}
+	const mac = "52:54:00:78:00:10"
+
+	// Boot files first: the kernel from the cached Debian root and the
+	// initramfs through the CLI, as an administrator makes them.
+	k := testtree.BootableKernel(t)
+	data := filepath.Join(t.TempDir(), "data")
+	boot := filepath.Join(data, "boot")
+	if err := os.MkdirAll(boot, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kernel, err := os.ReadFile(k.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(boot, "vmlinuz"), kernel, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ok(t, "netboot", "initramfs", "--kernel-version", k.Version, "--modules-dir", k.ModulesDir, "-o", filepath.Join(boot, "goldcast-initrd.img"))
+	cfg := fmt.Sprintf("nodes:\n  - name: pxe01\n    macs: [\"%s\"]\n    ips: [10.78.0.60]\n    boot: install\n", mac)
+	if err := os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	// One namespace: bridge br0 with the server's address and the tap
+	// QEMU's NIC is plugged into.
+	var b [3]byte
+	rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	ns, tap := "gcpxe"+id, "tap"+id
+	ipCmd(t, "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	ipCmd(t, "-n", ns, "link", "set", "lo", "up")
+	ipCmd(t, "-n", ns, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	ipCmd(t, "-n", ns, "addr", "add", "10.78.0.1/24", "dev", "br0")
+	ipCmd(t, "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
+	ipCmd(t, "-n", ns, "link", "set", tap, "master", "br0")
+	ipCmd(t, "-n", ns, "link", "set", tap, "up")
+	ipCmd(t, "-n", ns, "link", "set", "br0", "up")
+
+	var srvLog, serial syncBuffer
+	srv := exec.Command("ip", "netns", "exec", ns, goldcast.path, "--data", data, "server",
+		"--http", "10.78.0.1:8080", "--rsync", "",
+		"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", "10.78.0.100-10.78.0.150")
+	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	srvDone := make(chan struct{})
+	go func() { srv.Wait(); close(srvDone) }()
+	t.Cleanup(func() { srv.Process.Kill(); <-srvDone })
+	dumpLogs := func() {
+		t.Logf("QEMU serial output:\n%s", serial.String())
+		t.Logf("server log:\n%s", srvLog.String())
+	}
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(srvLog.String(), "DHCP serving"); {
+		select {
+		case <-srvDone:
+			t.Fatalf("server exited before serving DHCP:\n%s", srvLog.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not start DHCP within 20 s:\n%s", srvLog.String())
+		}
+	}
+
+	qemu := exec.Command("ip", "netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "768",
+		"-nographic", "-nodefaults", "-serial", "stdio", "-boot", "n",
+		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+		"-device", "virtio-net-pci,netdev=n0,mac="+mac)
+	qemu.Stdout, qemu.Stderr = &serial, &serial
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	qemuDone := make(chan error, 1)
+	go func() { qemuDone <- qemu.Wait() }()
+	qemuExited := false
+	t.Cleanup(func() {
+		if !qemuExited {
+			qemu.Process.Kill()
+			<-qemuDone
+		}
+	})
+
+	// The install action reports and then powers the machine off, which
+	// ends QEMU.
+	select {
+	case err := <-qemuDone:
+		qemuExited = true
+		if err != nil {
+			dumpLogs()
+			t.Fatalf("QEMU exited with %v", err)
+		}
+	case <-time.After(180 * time.Second):
+		dumpLogs()
+		t.Fatal("the machine did not boot, report and power off within 180 s")
+	}
+
+	out, err := exec.Command("ip", "netns", "exec", ns, goldcast.path, "status", "pxe01", "--json",
+		"--server", "http://10.78.0.1:8080", "--token-file", filepath.Join(data, "admin.token")).Output()
+	if err != nil {
+		dumpLogs()
+		t.Fatalf("goldcast status pxe01: %v", err)
+	}
+	var st struct {
+		Events []struct {
+			Stage  string            `json:"stage"`
+			Fields map[string]string `json:"fields"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	var stages []string
+	booted := false
+	for _, e := range st.Events {
+		stages = append(stages, e.Stage)
+		// The machine has no disk: the field is there, possibly empty.
+		_, hasDisks := e.Fields["disks"]
+		if e.Stage == "booted" && e.Fields["cpus"] != "" && e.Fields["cpus"] != "0" && hasDisks {
+			booted = true
+		}
+	}
+	if !booted {
+		dumpLogs()
+		t.Fatalf("status pxe01 shows no booted event with cpus and disks (stages %v):\n%s", stages, out)
+	}
+	t.Logf("pxe01 events: %v", stages)
+	for _, want := range []string{"dhcp-ack", "ipxe"} {
+		if !strings.Contains(strings.Join(stages, " "), want) {
+			t.Errorf("status pxe01 lacks a %s event (stages %v)", want, stages)
+		}
+	}
+}
