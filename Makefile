@@ -14,6 +14,8 @@ TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
               curl:curl ssh-keygen:openssh-client mkfs.ext4:e2fsprogs losetup:mount \
               partx:util-linux unshare:util-linux blkid:util-linux ip:iproute2 \
               busybox:busybox qemu-system-x86_64:qemu-system-x86
+# Packages that install no command, found by a file they hold: file:package.
+TEST_FILES := /usr/lib/ipxe/ipxe.efi:ipxe /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf
 TEST_TIMEOUT ?= 80m
 
 .PHONY: all build run test deps docs bench vet clean
@@ -29,6 +31,9 @@ build:
 deps:
 	@missing=""; for t in $(TEST_TOOLS); do \
 	  command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t##*:}"; \
+	done; \
+	for f in $(TEST_FILES); do \
+	  test -e $${f%%:*} || missing="$$missing $${f##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -89,11 +90,17 @@ func orDefault(s, d string) string {
 // file serves a boot file from DATA/boot (Range requests included).
 func (h *bootHandler) file(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("name")
-	if name != BootKernel && name != BootInitrd {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("no boot file %q (served: %s, %s)", name, BootKernel, BootInitrd))
+	dir := h.bootDir()
+	switch {
+	case name == BootKernel || name == BootInitrd:
+	case slices.Contains(IPXEBinaries(), name):
+		// UEFI HTTP boot fetches iPXE itself over HTTP.
+		dir = filepath.Join(dir, "ipxe")
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no boot file %q (served: %s, %s and the iPXE binaries)", name, BootKernel, BootInitrd))
 		return
 	}
-	f, err := os.Open(filepath.Join(h.bootDir(), name))
+	f, err := os.Open(filepath.Join(dir, name))
 	if err != nil {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("boot file %s is missing: put the kernel at DATA/boot/%s and run goldcast netboot initramfs", name, BootKernel))
 		return

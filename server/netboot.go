@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/goldcast/goldcast/internal/durable"
 	"github.com/goldcast/goldcast/netboot/dhcp"
 	"github.com/goldcast/goldcast/netboot/tftp"
 	"github.com/goldcast/goldcast/server/state"
@@ -45,7 +46,12 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 	if nc.TFTPAddr != "" {
 		root := nc.BootDir
 		if root == "" {
-			root = DefaultIPXEDir
+			// Debian's ipxe package links some binaries to /boot; TFTP
+			// never follows a link out of its root, so serve copies.
+			var err error
+			if root, err = stageIPXE(DefaultIPXEDir, filepath.Join(dataDir, "boot", "ipxe")); err != nil {
+				return err
+			}
 		}
 		if _, err := os.Stat(filepath.Join(root, "undionly.kpxe")); err != nil {
 			log.Warn("no iPXE binaries in the TFTP boot directory: install Debian's ipxe package or pass --boot-dir", "dir", root)
@@ -152,4 +158,31 @@ func (r reservations) Lookup(mac net.HardwareAddr) (netip.Addr, string, bool) {
 		return netip.Addr{}, "", false
 	}
 	return ip, n.Name, true
+}
+
+// IPXEBinaries are the iPXE programs goldcast's DHCP names.
+func IPXEBinaries() []string {
+	return []string{"undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi"}
+}
+
+// stageIPXE copies the iPXE binaries found in src (following symlinks,
+// which Debian's package uses) into dst and returns dst. Missing ones
+// are skipped; the caller warns when none is there.
+func stageIPXE(src, dst string) (string, error) {
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return "", fmt.Errorf("stage iPXE binaries: %w", err)
+	}
+	for _, name := range IPXEBinaries() {
+		data, err := os.ReadFile(filepath.Join(src, name))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("stage iPXE binary %s: %w", name, err)
+		}
+		if err := durable.WriteFile(filepath.Join(dst, name), data, 0o644); err != nil {
+			return "", fmt.Errorf("stage iPXE binary %s: %w", name, err)
+		}
+	}
+	return dst, nil
 }
