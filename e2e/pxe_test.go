@@ -36,17 +36,26 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// TestPXEBootQEMU network-boots a QEMU machine through goldcast end to
-// end: SeaBIOS runs QEMU's own iPXE virtio-net option ROM, whose DHCP
-// (user class "iPXE") goldcast answers with the per-node script URL; iPXE
-// loads the script, then the kernel and the goldcast initramfs over HTTP;
-// the initramfs (goldcast as /init) takes its address from goldcast's
-// DHCP, reports "booted" and, for the install action, powers off.
-//
-// Quirks kept in mind here: bridges snoop multicast and drop what udpcast
-// sends unless snooping is off, so test bridges turn it off; iPXE's EFI
-// build needs initrd= on the kernel line (goldcast's script has it).
-func TestPXEBootQEMU(t *testing.T) {
+// pxeBoot is one QEMU machine network-booting through a goldcast server
+// on a bridge in a namespace of its own.
+type pxeBoot struct {
+	// net is the /24 prefix ("10.78.0"): the server is .1, the node .60.
+	net, node, mac string
+	// serverArgs are added to the server's command line; qemuArgs are the
+	// machine's firmware and size (the NIC and tap are added).
+	serverArgs, qemuArgs []string
+	// nicOptions are appended to the virtio-net device (",romfile=").
+	nicOptions string
+	timeout    time.Duration
+	// data is the server's data directory, set by run.
+	data string
+	// srvLog holds the server's output.
+	srvLog syncBuffer
+}
+
+// skipUnlessPXE skips when the machine cannot run a QEMU PXE boot.
+func skipUnlessPXE(t *testing.T) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("skipped in -short mode")
 	}
@@ -61,13 +70,20 @@ func TestPXEBootQEMU(t *testing.T) {
 	if _, err := os.Stat("/dev/net/tun"); err != nil {
 		t.Skip("/dev/net/tun is missing: no tap devices")
 	}
-	const mac = "52:54:00:78:00:10"
+}
 
+// run prepares the boot files and the node, starts the server and the
+// machine, waits for the machine to power itself off, and returns the
+// node's `goldcast status --json` output with the stages in order. It
+// fails the test unless a booted event with CPUs and disks arrived and
+// the DHCP ack and iPXE script steps are there.
+func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
+	t.Helper()
 	// Boot files first: the kernel from the cached Debian root and the
 	// initramfs through the CLI, as an administrator makes them.
 	k := testtree.BootableKernel(t)
-	data := filepath.Join(t.TempDir(), "data")
-	boot := filepath.Join(data, "boot")
+	p.data = filepath.Join(t.TempDir(), "data")
+	boot := filepath.Join(p.data, "boot")
 	if err := os.MkdirAll(boot, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -79,13 +95,14 @@ func TestPXEBootQEMU(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok(t, "netboot", "initramfs", "--kernel-version", k.Version, "--modules-dir", k.ModulesDir, "-o", filepath.Join(boot, "goldcast-initrd.img"))
-	cfg := fmt.Sprintf("nodes:\n  - name: pxe01\n    macs: [\"%s\"]\n    ips: [10.78.0.60]\n    boot: install\n", mac)
-	if err := os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
+	cfg := fmt.Sprintf("nodes:\n  - name: %s\n    macs: [\"%s\"]\n    ips: [%s.60]\n    boot: install\n", p.node, p.mac, p.net)
+	if err := os.WriteFile(filepath.Join(p.data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
 	// One namespace: bridge br0 with the server's address and the tap
-	// QEMU's NIC is plugged into.
+	// QEMU's NIC is plugged into. Bridges snoop multicast unless told not
+	// to; test bridges turn it off.
 	var b [3]byte
 	rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
@@ -94,17 +111,18 @@ func TestPXEBootQEMU(t *testing.T) {
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	ipCmd(t, "-n", ns, "link", "set", "lo", "up")
 	ipCmd(t, "-n", ns, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	ipCmd(t, "-n", ns, "addr", "add", "10.78.0.1/24", "dev", "br0")
+	ipCmd(t, "-n", ns, "addr", "add", p.net+".1/24", "dev", "br0")
 	ipCmd(t, "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
 	ipCmd(t, "-n", ns, "link", "set", tap, "master", "br0")
 	ipCmd(t, "-n", ns, "link", "set", tap, "up")
 	ipCmd(t, "-n", ns, "link", "set", "br0", "up")
 
-	var srvLog, serial syncBuffer
-	srv := exec.Command("ip", "netns", "exec", ns, goldcast.path, "--data", data, "server",
-		"--http", "10.78.0.1:8080", "--rsync", "",
-		"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", "10.78.0.100-10.78.0.150")
-	srv.Stdout, srv.Stderr = &srvLog, &srvLog
+	var serial syncBuffer
+	srvArgs := append([]string{"netns", "exec", ns, goldcast.path, "--data", p.data, "server",
+		"--http", p.net + ".1:8080", "--rsync", "",
+		"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", p.net + ".100-" + p.net + ".150"}, p.serverArgs...)
+	srv := exec.Command("ip", srvArgs...)
+	srv.Stdout, srv.Stderr = &p.srvLog, &p.srvLog
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -113,23 +131,24 @@ func TestPXEBootQEMU(t *testing.T) {
 	t.Cleanup(func() { srv.Process.Kill(); <-srvDone })
 	dumpLogs := func() {
 		t.Logf("QEMU serial output:\n%s", serial.String())
-		t.Logf("server log:\n%s", srvLog.String())
+		t.Logf("server log:\n%s", p.srvLog.String())
 	}
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(srvLog.String(), "DHCP serving"); {
+	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.srvLog.String(), "DHCP serving"); {
 		select {
 		case <-srvDone:
-			t.Fatalf("server exited before serving DHCP:\n%s", srvLog.String())
+			t.Fatalf("server exited before serving DHCP:\n%s", p.srvLog.String())
 		case <-time.After(100 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server did not start DHCP within 20 s:\n%s", srvLog.String())
+			t.Fatalf("server did not start DHCP within 20 s:\n%s", p.srvLog.String())
 		}
 	}
 
-	qemu := exec.Command("ip", "netns", "exec", ns, "qemu-system-x86_64", "-accel", "tcg", "-m", "768",
-		"-nographic", "-nodefaults", "-serial", "stdio", "-boot", "n",
+	qemuArgs := append([]string{"netns", "exec", ns, "qemu-system-x86_64"}, p.qemuArgs...)
+	qemuArgs = append(qemuArgs, "-accel", "tcg", "-nographic", "-nodefaults", "-serial", "stdio",
 		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
-		"-device", "virtio-net-pci,netdev=n0,mac="+mac)
+		"-device", "virtio-net-pci,netdev=n0,mac="+p.mac+p.nicOptions)
+	qemu := exec.Command("ip", qemuArgs...)
 	qemu.Stdout, qemu.Stderr = &serial, &serial
 	if err := qemu.Start(); err != nil {
 		t.Fatal(err)
@@ -153,16 +172,16 @@ func TestPXEBootQEMU(t *testing.T) {
 			dumpLogs()
 			t.Fatalf("QEMU exited with %v", err)
 		}
-	case <-time.After(180 * time.Second):
+	case <-time.After(p.timeout):
 		dumpLogs()
-		t.Fatal("the machine did not boot, report and power off within 180 s")
+		t.Fatalf("the machine did not boot, report and power off within %s", p.timeout)
 	}
 
-	out, err := exec.Command("ip", "netns", "exec", ns, goldcast.path, "status", "pxe01", "--json",
-		"--server", "http://10.78.0.1:8080", "--token-file", filepath.Join(data, "admin.token")).Output()
+	out, err = exec.Command("ip", "netns", "exec", ns, goldcast.path, "status", p.node, "--json",
+		"--server", "http://"+p.net+".1:8080", "--token-file", filepath.Join(p.data, "admin.token")).Output()
 	if err != nil {
 		dumpLogs()
-		t.Fatalf("goldcast status pxe01: %v", err)
+		t.Fatalf("goldcast status %s: %v", p.node, err)
 	}
 	var st struct {
 		Events []struct {
@@ -173,7 +192,6 @@ func TestPXEBootQEMU(t *testing.T) {
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	var stages []string
 	booted := false
 	for _, e := range st.Events {
 		stages = append(stages, e.Stage)
@@ -185,12 +203,26 @@ func TestPXEBootQEMU(t *testing.T) {
 	}
 	if !booted {
 		dumpLogs()
-		t.Fatalf("status pxe01 shows no booted event with cpus and disks (stages %v):\n%s", stages, out)
+		t.Fatalf("status %s shows no booted event with cpus and disks (stages %v):\n%s", p.node, stages, out)
 	}
-	t.Logf("pxe01 events: %v", stages)
+	t.Logf("%s events: %v", p.node, stages)
 	for _, want := range []string{"dhcp-ack", "ipxe"} {
 		if !strings.Contains(strings.Join(stages, " "), want) {
-			t.Errorf("status pxe01 lacks a %s event (stages %v)", want, stages)
+			t.Errorf("status %s lacks a %s event (stages %v)", p.node, want, stages)
 		}
 	}
+	return out, stages
+}
+
+// TestPXEBootQEMU network-boots a QEMU machine through goldcast end to
+// end: SeaBIOS runs QEMU's own iPXE virtio-net option ROM, whose DHCP
+// (user class "iPXE") goldcast answers with the per-node script URL; iPXE
+// loads the script, then the kernel and the goldcast initramfs over HTTP;
+// the initramfs (goldcast as /init) takes its address from goldcast's
+// DHCP, reports "booted" and, for the install action, powers off.
+func TestPXEBootQEMU(t *testing.T) {
+	skipUnlessPXE(t)
+	p := &pxeBoot{net: "10.78.0", node: "pxe01", mac: "52:54:00:78:00:10",
+		qemuArgs: []string{"-m", "768", "-boot", "n"}, timeout: 180 * time.Second}
+	p.run(t)
 }
