@@ -59,6 +59,8 @@ type Config struct {
 	ConfigPollInterval time.Duration
 	// Netboot turns on TFTP and DHCP.
 	Netboot NetbootConfig
+	// Torrent configures BitTorrent fan-out (see TorrentConfig).
+	Torrent TorrentConfig
 	// Logger receives the server's logs (default: discard).
 	Logger *slog.Logger
 	// Ready is called once every listener is bound, with the addresses
@@ -163,7 +165,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr})
+	tor, err := newTorrentService(cfg.Torrent, st, cluster, httpLn.Addr(), log)
+	if err != nil {
+		return err
+	}
+	defer tor.close()
+	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr}, tor)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	ready := Ready{HTTPAddr: httpLn.Addr().String(), TokenPath: tokenPath, Fingerprint: fingerprint}
@@ -181,6 +188,7 @@ func Run(ctx context.Context, cfg Config) error {
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cluster.Watch(gctx, cfg.ConfigPollInterval) })
+	g.Go(func() error { return tor.run(gctx) })
 	if err := startNetboot(gctx, g, cfg.Netboot, st.Root(), httpLn.Addr().(*net.TCPAddr).Port, cluster, db, log); err != nil {
 		srv.Close()
 		g.Wait()
@@ -256,7 +264,7 @@ func parseNetworks(nets []string) ([]netip.Prefix, error) {
 }
 
 // newHandler builds the HTTP routes.
-func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo) http.Handler {
+func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo, tor *torrentService) http.Handler {
 	images := &imageHandler{store: st, log: log, metrics: m, indexes: newIndexCache(8)}
 	nodes := &nodeHandler{store: st, overrides: ov, cluster: cl, images: images, log: log, trees: map[string]*servedTree{}}
 	boot := &bootHandler{dataDir: st.Root(), cluster: cl, state: db, log: log}
@@ -288,6 +296,7 @@ func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *clust
 	route("POST "+p+"/captures/{id}/content", auth.admin(captures.content))
 	route("DELETE "+p+"/captures/{id}", auth.admin(captures.abort))
 	route("GET "+p+"/events", auth.read(eventsHandler(db)))
+	tor.routes(route, auth)
 	// Network boot: firmware and iPXE know no tokens; the script hands the
 	// node a fresh token of its own for everything after.
 	route("GET /boot/ipxe", boot.script)
