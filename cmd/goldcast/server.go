@@ -67,6 +67,7 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.HTTPAddr, "http", ":8080", "HTTP API listen address")
 	f.StringVar(&cfg.RsyncAddr, "rsync", ":873", `rsync daemon listen address ("" turns it off)`)
+	f.StringVar(&cfg.Torrent.PeerAddr, "torrent-peer", "", `BitTorrent seeder listen address (default: the --http host, a free port; "off": web seed only)`)
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "serve HTTPS with this certificate (PEM)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a certificate generated into DATA/tls (clients pin its fingerprint)")
