@@ -594,3 +594,39 @@ func (f *fetcher) report(t *torrent.Torrent, ref, stage, msg string, res *Result
 		Uploaded: s.BytesWrittenData.Int64(), Message: msg,
 	})
 }
+
+// ListConfig says which server to list the torrents of, and how to
+// authenticate (the fields mean what FetchConfig's do).
+type ListConfig struct {
+	ServerURL       string
+	Token           string
+	Node, NodeToken string
+	HTTPClient      *http.Client
+}
+
+// List asks the server for the torrents it serves and their swarms.
+func List(ctx context.Context, cfg ListConfig) ([]TorrentStatus, error) {
+	f := &fetcher{cfg: FetchConfig{ServerURL: cfg.ServerURL, Token: cfg.Token, Node: cfg.Node, NodeToken: cfg.NodeToken}, http: cfg.HTTPClient}
+	if f.http == nil {
+		f.http = &http.Client{}
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, f.apiURL("/torrents"), nil)
+	if err != nil {
+		return nil, fmt.Errorf("list torrents: %w", err)
+	}
+	f.authorize(req.Header)
+	resp, err := f.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("list torrents: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, fmt.Errorf("list torrents: server answered %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	var out []TorrentStatus
+	if err := decodeJSON(resp.Body, &out); err != nil {
+		return nil, fmt.Errorf("list torrents: %w", err)
+	}
+	return out, nil
+}
