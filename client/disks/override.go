@@ -276,6 +276,9 @@ func planOverride(l *disklayout.Layout, targets []Disk, o PlanOptions) (*Plan, e
 			}
 			lf := leaf{label: fmt.Sprintf("partition %d", n), fixed: fixed, percent: pct, grow: grow, min: 1,
 				pinned: slices.Contains(pp.Flags, "bios_grub")}
+			if lf.pinned {
+				lf.label += " (bios_grub)"
+			}
 			if fp != nil {
 				lf.min = max(1, ceilMiB(minFilesystemBytes(fp.Type)))
 				what := fp.Type

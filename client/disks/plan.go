@@ -447,6 +447,7 @@ func (p *planner) disk(d disklayout.Disk, t Disk) (DiskPlan, error) {
 		}
 		if slices.Contains(part.Flags, "bios_grub") {
 			lf.pinned = true
+			lf.label += " (bios_grub)"
 		}
 		ls = append(ls, lf)
 	}
@@ -577,7 +578,8 @@ func allocate(ls []leaf, avail int64) ([]int64, error) {
 	} else if sum <= avail {
 		return sizes, nil
 	}
-	// Too small: shrink the unpinned leaves in proportion.
+	// Too small: shrink the unpinned leaves in proportion, when their
+	// minimums leave room for that.
 	var need []string
 	var pinnedSum, weights int64
 	for i, l := range ls {
@@ -595,7 +597,15 @@ func allocate(ls []leaf, avail int64) ([]int64, error) {
 	}
 	room := avail - pinnedSum
 	needText := strings.Join(need, ", ")
-	if room <= 0 || weights <= room {
+	var mins int64
+	for i, l := range ls {
+		if l.pinned && i != g {
+			mins += sizes[i]
+		} else {
+			mins += max(1, l.min)
+		}
+	}
+	if room <= 0 || weights <= room || mins > avail {
 		return nil, fmt.Errorf("the partitions need %s", needText)
 	}
 	var scaled int64
