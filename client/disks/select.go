@@ -1,6 +1,7 @@
 package disks
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -64,8 +65,9 @@ func (d Disk) Eligible() bool {
 //     meeting every condition.
 type Rule string
 
-// List returns the disks in /sys/block in name order (sda before sdb
-// before sdaa, nvme0n1 before nvme1n1).
+// List returns the disks in /sys/block in name order: by driver, then
+// by number (nvme0n1 before nvme1n1 before sda before sdb before sdaa
+// before vda).
 func List(ctx context.Context) ([]Disk, error) {
 	return listDisks(ctx, "/sys")
 }
@@ -174,7 +176,7 @@ func knownIDs(all []Disk) string {
 // selectFrom applies a rule that is not a device path to the disks all.
 func selectFrom(all []Disk, rule Rule) (Disk, error) {
 	r := string(rule)
-	if r != "" && !strings.ContainsAny(r, "<>=,") && r != "smallest" && r != "largest" {
+	if r != "" && !strings.ContainsAny(r, "<>=,") && !strings.HasPrefix(r, "size") && r != "smallest" && r != "largest" && r != "first" {
 		return pickName(all, strings.TrimPrefix(r, "/dev/"), r)
 	}
 	var conds []func(Disk) bool
@@ -438,48 +440,69 @@ func readInt(path string) (int64, error) {
 	return v, nil
 }
 
-// naturalCompare orders kernel names: runs of letters by length, then
-// alphabetically (sdz before sdaa), runs of digits numerically (nvme2n1
-// before nvme10n1).
+// naturalCompare orders kernel names by driver, then by number: runs of
+// digits compare as numbers (nvme2n1 before nvme10n1), and the letters
+// that number sd, vd, xvd and hd disks count like digits (sdz before
+// sdaa). So loop0 < nvme0n1 < sda < sdb < sdaa < vda.
 func naturalCompare(a, b string) int {
-	for a != "" && b != "" {
-		ca, ra := chunk(a)
-		cb, rb := chunk(b)
-		da, db := ca[0] >= '0' && ca[0] <= '9', cb[0] >= '0' && cb[0] <= '9'
+	ka, kb := nameKey(a), nameKey(b)
+	for i := 0; i < len(ka) && i < len(kb); i++ {
+		x, y := ka[i], kb[i]
 		switch {
-		case da && db:
-			na, _ := strconv.ParseUint(ca, 10, 64)
-			nb, _ := strconv.ParseUint(cb, 10, 64)
-			if na != nb {
-				if na < nb {
-					return -1
-				}
-				return 1
+		case x.isNum && y.isNum:
+			if c := cmp.Compare(x.num, y.num); c != 0 {
+				return c
 			}
-		case da != db:
-			if da {
+		case x.isNum != y.isNum:
+			if x.isNum {
 				return -1
 			}
 			return 1
 		default:
-			if len(ca) != len(cb) {
-				return len(ca) - len(cb)
-			}
-			if c := strings.Compare(ca, cb); c != 0 {
+			if c := strings.Compare(x.text, y.text); c != 0 {
 				return c
 			}
 		}
-		a, b = ra, rb
 	}
-	return len(a) - len(b)
+	return cmp.Compare(len(ka), len(kb))
 }
 
-// chunk splits off the leading run of digits or non-digits.
-func chunk(s string) (string, string) {
-	digit := s[0] >= '0' && s[0] <= '9'
-	i := 1
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9') == digit {
-		i++
+// keyPart is a run of a kernel name: text, or a number.
+type keyPart struct {
+	text  string
+	num   uint64
+	isNum bool
+}
+
+// nameKey splits a kernel name into runs of digits and non-digits; the
+// letter suffix of an sd, vd, xvd or hd disk becomes a number (a=1, z=26,
+// aa=27).
+func nameKey(s string) []keyPart {
+	for _, prefix := range []string{"xvd", "sd", "vd", "hd"} {
+		rest, ok := strings.CutPrefix(s, prefix)
+		if !ok || rest == "" || strings.Trim(rest, "abcdefghijklmnopqrstuvwxyz") != "" {
+			continue
+		}
+		var n uint64
+		for _, c := range rest {
+			n = n*26 + uint64(c-'a'+1)
+		}
+		return []keyPart{{text: prefix}, {num: n, isNum: true}}
 	}
-	return s[:i], s[i:]
+	var out []keyPart
+	for s != "" {
+		digit := s[0] >= '0' && s[0] <= '9'
+		i := 1
+		for i < len(s) && (s[i] >= '0' && s[i] <= '9') == digit {
+			i++
+		}
+		if digit {
+			n, _ := strconv.ParseUint(s[:i], 10, 64)
+			out = append(out, keyPart{num: n, isNum: true})
+		} else {
+			out = append(out, keyPart{text: s[:i]})
+		}
+		s = s[i:]
+	}
+	return out
 }
