@@ -194,6 +194,18 @@ func TestNewPlan(t *testing.T) {
 			},
 		},
 		{
+			name: "filesystem on the whole disk",
+			layout: &disklayout.Layout{
+				Disks:       []disklayout.Disk{{Name: "vdb", Path: "/dev/vdb", SizeBytes: gib(1)}},
+				Filesystems: []disklayout.Filesystem{{Device: "/dev/vdb", Type: "ext4", Mountpoint: "/", UUID: "0b3f5a52-7c1e-4d6a-9b8f-2e4c6a8d0f13"}},
+			},
+			targets: []Disk{vda(gib(3))},
+			want: &Plan{
+				Disks:       []DiskPlan{{Source: "/dev/vdb", Path: "/dev/vda", SizeBytes: gib(3), SectorSize: 512}},
+				Filesystems: []FilesystemPlan{{Device: "/dev/vda", Source: "/dev/vdb", Type: "ext4", Mountpoint: "/", UUID: "0b3f5a52-7c1e-4d6a-9b8f-2e4c6a8d0f13", SizeBytes: gib(3)}},
+			},
+		},
+		{
 			// 4 KiB sectors: 256 per MiB; the backup GPT takes 5 sectors,
 			// so the last MiB is lost.
 			name: "4k sectors", layout: biosGrubLayout(),
