@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"path/filepath"
@@ -90,17 +91,46 @@ type Options struct {
 	Extra []File
 	// Compression is how the archive is compressed; empty means gzip.
 	Compression Compression
+
+	// ToolsRoot is the directory Tools, OptionalTools, Busybox and
+	// Firmware are taken from: "/" (empty) for this machine, or an image
+	// version's tree to use the golden client's own programs.
+	ToolsRoot string
+	// Tools are commands (such as DefaultTools()) copied from ToolsRoot's
+	// /usr/sbin, /usr/bin, /sbin or /bin to the same place in the archive,
+	// with their program interpreter and shared libraries; a second name
+	// for the same file becomes a symbolic link. A missing one is an
+	// error.
+	Tools []string
+	// OptionalTools are added like Tools when present; each missing one
+	// is logged and left out.
+	OptionalTools []string
+	// Busybox is the path inside ToolsRoot of a busybox binary (ideally
+	// static) for the rescue shell: it goes to /bin/busybox with /bin/sh
+	// and its applets as links, after Tools (a tool wins over an applet of
+	// the same path). Empty means no shell.
+	Busybox string
+	// Firmware are file names or glob patterns relative to ToolsRoot's
+	// /lib/firmware ("rtl_nic/*.fw"), copied to /lib/firmware. A pattern
+	// matching nothing is an error.
+	Firmware []string
+	// Log receives notes about what was left out; nil discards them.
+	Log *slog.Logger
 }
 
 // DefaultModules returns the modules Build loads unless Options.Modules
 // says otherwise, in load order: virtio (PCI transport, network, block,
-// SCSI), SCSI and NVMe disks and AHCI controllers, the common Intel and
-// Realtek NICs, and af_packet, which DHCP needs (usually built in).
+// SCSI), SCSI and NVMe disks and AHCI controllers, the common Intel,
+// Mellanox and Realtek NICs, the filesystems an install makes (ext4, xfs,
+// vfat with its code pages), md RAID and device-mapper (LVM), and
+// af_packet, which DHCP needs (usually built in).
 func DefaultModules() []string {
 	return []string{
 		"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
 		"sd_mod", "ahci", "nvme",
-		"e1000", "e1000e", "igb", "ixgbe", "r8169",
+		"e1000", "e1000e", "igb", "ixgbe", "mlx5_core", "r8169",
+		"ext4", "xfs", "vfat", "nls_cp437", "nls_ascii",
+		"md_mod", "raid0", "raid1", "raid10", "raid456", "dm_mod",
 		"af_packet",
 	}
 }
@@ -173,6 +203,11 @@ func Build(ctx context.Context, opt Options) error {
 		return errors.New("build initramfs: Options.Modules needs Options.ModulesDir")
 	}
 	files = append(files, File{Path: ModuleListPath, Mode: 0o644, Data: []byte(list)})
+	programs, err := programEntries(ctx, opt, files)
+	if err != nil {
+		return fmt.Errorf("build initramfs: %w", err)
+	}
+	files = append(files, programs...)
 
 	entries, err := mergeEntries(files, opt.Extra)
 	if err != nil {
@@ -211,6 +246,66 @@ func Build(ctx context.Context, opt Options) error {
 		return fmt.Errorf("build initramfs: finish %s stream: %w", compression, err)
 	}
 	return nil
+}
+
+// programEntries returns the entries for opt's tools, busybox and
+// firmware, none of which may repeat a path of have.
+func programEntries(ctx context.Context, opt Options, have []File) ([]File, error) {
+	root := opt.ToolsRoot
+	if root == "" {
+		root = "/"
+	}
+	log := opt.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	var out []File
+	if len(opt.Tools)+len(opt.OptionalTools) > 0 {
+		tools, missing, err := collectTools(root, opt.Tools, opt.OptionalTools)
+		if err != nil {
+			return nil, err
+		}
+		if len(missing) > 0 {
+			log.Info("optional tools not found, left out", "root", root, "tools", strings.Join(missing, " "))
+		}
+		out = append(out, tools...)
+	}
+	if opt.Busybox != "" {
+		taken := map[string]bool{}
+		for _, f := range slices.Concat(have, out, opt.Extra) {
+			taken[f.Path] = true
+		}
+		bb, err := busyboxEntries(ctx, root, opt.Busybox, taken)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bb...)
+	}
+	fwRoot := filepath.Join(root, "lib", "firmware")
+	for _, pattern := range opt.Firmware {
+		if path.IsAbs(pattern) || slices.Contains(strings.Split(pattern, "/"), "..") {
+			return nil, fmt.Errorf("firmware %q: want a path relative to /lib/firmware", pattern)
+		}
+		matches, err := filepath.Glob(filepath.Join(fwRoot, filepath.FromSlash(pattern)))
+		if err != nil {
+			return nil, fmt.Errorf("firmware %q: %w", pattern, err)
+		}
+		if len(matches) == 0 {
+			return nil, fmt.Errorf("firmware %q: no such file under %s", pattern, fwRoot)
+		}
+		for _, m := range matches {
+			fi, err := os.Stat(m)
+			if err != nil {
+				return nil, fmt.Errorf("firmware %s: %w", m, err)
+			}
+			if !fi.Mode().IsRegular() {
+				continue
+			}
+			rel, _ := filepath.Rel(fwRoot, m)
+			out = append(out, File{Path: path.Join("/lib/firmware", filepath.ToSlash(rel)), Mode: 0o644, Source: m})
+		}
+	}
+	return out, nil
 }
 
 // nopWriteCloser is an io.WriteCloser whose Close does nothing.

@@ -12,8 +12,10 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/goldcast/goldcast/api"
@@ -179,6 +181,9 @@ func InitMain(ctx context.Context, args []string) error {
 // runInit is InitMain's work.
 func runInit(ctx context.Context, l *consoleLog, args []string) error {
 	l.printf("goldcast initramfs starting as pid %d, arguments %q", os.Getpid(), args)
+	if err := os.Setenv("PATH", initPath); err != nil {
+		return fmt.Errorf("set PATH: %w", err)
+	}
 	if err := mountFilesystems(l); err != nil {
 		return err
 	}
@@ -227,9 +232,7 @@ func runInit(ctx context.Context, l *consoleLog, args []string) error {
 
 	switch cfg.Action {
 	case actionShell, actionRescue:
-		l.printf("goldcast.action=%s: there is no shell in this initramfs; waiting", cfg.Action)
-		<-ctx.Done()
-		return fmt.Errorf("wait (goldcast.action=%s): %w", cfg.Action, ctx.Err())
+		return rescueShell(ctx, l, shellPath)
 	case actionReboot:
 		l.printf("rebooting")
 		unix.Sync()
@@ -247,6 +250,46 @@ func runInit(ctx context.Context, l *consoleLog, args []string) error {
 		}
 	}
 	return nil
+}
+
+// shellPath is the rescue shell the initramfs builder installs (busybox).
+const shellPath = "/bin/sh"
+
+// initPath is the command search path /init gives itself and the programs
+// it runs: the install tools before busybox's applets of the same name.
+const initPath = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+// rescueShell runs the shell at sh on the console, as the leader of a new
+// session with the console as its terminal, and starts it again whenever
+// it exits, until ctx ends. Without a shell it says so and waits.
+func rescueShell(ctx context.Context, l *consoleLog, sh string) error {
+	if _, err := os.Stat(sh); err != nil {
+		l.printf("no rescue shell in this initramfs (%v): build it with busybox (apt-get install busybox-static); waiting", err)
+		<-ctx.Done()
+		return fmt.Errorf("wait for a rescue shell: %w", ctx.Err())
+	}
+	for {
+		con, err := os.OpenFile("/dev/console", os.O_RDWR, 0)
+		if err != nil {
+			return fmt.Errorf("open the console for the rescue shell: %w", err)
+		}
+		l.printf("rescue shell on the console (the installer is goldcast: goldcast install --help); exit to get a new one")
+		cmd := exec.CommandContext(ctx, sh, "-l")
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = con, con, con
+		cmd.Env = []string{"PATH=" + initPath, "HOME=/", "TERM=linux", "PS1=goldcast rescue# "}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+		err = cmd.Run()
+		con.Close()
+		if ctx.Err() != nil {
+			return fmt.Errorf("rescue shell: %w", ctx.Err())
+		}
+		l.printf("rescue shell ended (%v); starting a new one", err)
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("rescue shell: %w", ctx.Err())
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 // orDefault returns s, or d when s is empty.
@@ -293,13 +336,18 @@ func loadModules(ctx context.Context, l *consoleLog, listFile string) error {
 		return fmt.Errorf("read module list: %w", err)
 	}
 	files := readModuleList(data)
-	failed := 0
+	failed, absent := 0, 0
 	for _, f := range files {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("load modules: %w", err)
 		}
 		decompressed, err := loadModule(f)
 		switch {
+		case errors.Is(err, unix.ENODEV):
+			// A driver for hardware (or a CPU feature) this machine
+			// lacks, such as crc32c_intel without SSE4.2: not an error.
+			absent++
+			l.printf("module %s: not for this machine (%v)", moduleName(f), err)
 		case err != nil:
 			failed++
 			l.printf("module %s: %v", moduleName(f), err)
@@ -309,7 +357,7 @@ func loadModules(ctx context.Context, l *consoleLog, listFile string) error {
 			l.printf("loaded module %s", moduleName(f))
 		}
 	}
-	l.printf("modules: %d loaded, %d failed", len(files)-failed, failed)
+	l.printf("modules: %d not for this machine, %d loaded, %d failed", absent, len(files)-failed-absent, failed)
 	return nil
 }
 

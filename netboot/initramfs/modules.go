@@ -35,12 +35,15 @@ type moduleIndex struct {
 	file    map[string]string   // module name -> path relative to the modules directory
 	deps    map[string][]string // relative path -> its dependencies' relative paths
 	builtin map[string]bool     // names of modules built into the kernel
+	softPre map[string][]string // module name -> names or aliases modprobe loads before it (modules.softdep "pre:")
+	alias   map[string][]string // alias -> module names (modules.alias, exact aliases only)
 }
 
 // readModuleIndex reads dir/modules.dep and, if it exists,
 // dir/modules.builtin.
 func readModuleIndex(dir string) (moduleIndex, error) {
-	idx := moduleIndex{file: map[string]string{}, deps: map[string][]string{}, builtin: map[string]bool{}}
+	idx := moduleIndex{file: map[string]string{}, deps: map[string][]string{}, builtin: map[string]bool{},
+		softPre: map[string][]string{}, alias: map[string][]string{}}
 	dep, err := os.ReadFile(filepath.Join(dir, "modules.dep"))
 	if err != nil {
 		return idx, fmt.Errorf("read module dependencies: %w", err)
@@ -53,7 +56,45 @@ func readModuleIndex(dir string) (moduleIndex, error) {
 		return idx, fmt.Errorf("read built-in modules: %w", err)
 	}
 	idx.parseBuiltin(builtin)
+	for _, f := range []string{"modules.softdep", "modules.alias"} {
+		data, err := os.ReadFile(filepath.Join(dir, f))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return idx, fmt.Errorf("read %s: %w", f, err)
+		}
+		idx.parseSoftdepAlias(data)
+	}
 	return idx, nil
+}
+
+// parseSoftdepAlias reads modules.softdep lines ("softdep libcrc32c pre:
+// crc32c post: x") and the exact (wildcard-free) lines of modules.alias
+// ("alias crc32c crc32c_generic"); other lines are ignored.
+func (idx moduleIndex) parseSoftdepAlias(data []byte) {
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "softdep":
+			mod := moduleName(f[1])
+			pre := false
+			for _, w := range f[2:] {
+				switch w {
+				case "pre:":
+					pre = true
+				case "post:":
+					pre = false
+				default:
+					if pre {
+						idx.softPre[mod] = append(idx.softPre[mod], w)
+					}
+				}
+			}
+		case len(f) == 3 && f[0] == "alias" && !strings.ContainsAny(f[1], "*?["):
+			idx.alias[f[1]] = append(idx.alias[f[1]], moduleName(f[2]))
+		}
+	}
 }
 
 // parseDep reads modules.dep lines: "kernel/a/b.ko: kernel/c.ko kernel/d.ko".
@@ -111,6 +152,23 @@ func (idx moduleIndex) resolve(names []string) ([]string, error) {
 			return fmt.Errorf("%s needs %s, which modules.dep does not list", chain[len(chain)-1], rel)
 		}
 		state[rel] = visiting
+		// Soft dependencies first (a module's code may ask for them by
+		// name when it loads, as libcrc32c asks for crc32c); missing
+		// ones, or ones already being visited, are skipped as modprobe
+		// does.
+		for _, soft := range idx.softPre[moduleName(rel)] {
+			targets := []string{moduleName(soft)}
+			if _, ok := idx.file[targets[0]]; !ok {
+				targets = idx.alias[soft]
+			}
+			for _, t := range targets {
+				if srel, ok := idx.file[t]; ok && state[srel] == 0 {
+					if err := visit(srel, append(chain, rel)); err != nil {
+						return err
+					}
+				}
+			}
+		}
 		for i := len(deps) - 1; i >= 0; i-- {
 			if err := visit(deps[i], append(chain, rel)); err != nil {
 				return err

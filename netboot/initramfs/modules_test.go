@@ -192,3 +192,26 @@ func TestDecompressModule(t *testing.T) {
 		})
 	}
 }
+
+func TestResolveSoftDependencies(t *testing.T) {
+	idx := moduleIndex{file: map[string]string{}, deps: map[string][]string{}, builtin: map[string]bool{},
+		softPre: map[string][]string{}, alias: map[string][]string{}}
+	if err := idx.parseDep([]byte("kernel/fs/xfs/xfs.ko: kernel/lib/libcrc32c.ko\nkernel/lib/libcrc32c.ko:\nkernel/crypto/crc32c_generic.ko:\nkernel/arch/x86/crypto/crc32c-intel.ko:\n")); err != nil {
+		t.Fatal(err)
+	}
+	idx.parseSoftdepAlias([]byte("# soft dependencies\nsoftdep libcrc32c pre: crc32c absent post: nothing\nsoftdep xfs pre: libcrc32c\n"))
+	idx.parseSoftdepAlias([]byte("alias crc32c crc32c_intel\nalias crc32c crc32c_generic\nalias pci:v*d* something\n"))
+	got, err := idx.resolve([]string{"xfs"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"kernel/arch/x86/crypto/crc32c-intel.ko",
+		"kernel/crypto/crc32c_generic.ko",
+		"kernel/lib/libcrc32c.ko",
+		"kernel/fs/xfs/xfs.ko",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("resolve(xfs) (-want +got):\n%s", diff)
+	}
+}

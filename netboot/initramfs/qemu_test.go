@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -27,8 +28,8 @@ import (
 const qemuBootTimeout = 180 * time.Second
 
 // compressedModulesDir makes a modules directory that mirrors src
-// (symbolic links to its module files, its modules.dep and
-// modules.builtin) except that the modules named in compress are stored
+// (symbolic links to its module files, its modules.dep, modules.builtin,
+// modules.softdep and modules.alias) except that the modules named in compress are stored
 // compressed (name -> "zstd" or "gzip") as .ko.zst or .ko.gz, and
 // modules.dep says so: the form later Debian kernels ship.
 func compressedModulesDir(t *testing.T, src string, compress map[string]string) string {
@@ -108,9 +109,11 @@ func compressedModulesDir(t *testing.T, src string, compress map[string]string) 
 	if err := os.WriteFile(filepath.Join(dst, "modules.dep"), []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if builtin, err := os.ReadFile(filepath.Join(src, "modules.builtin")); err == nil {
-		if err := os.WriteFile(filepath.Join(dst, "modules.builtin"), builtin, 0o644); err != nil {
-			t.Fatal(err)
+	for _, f := range []string{"modules.builtin", "modules.softdep", "modules.alias"} {
+		if data, err := os.ReadFile(filepath.Join(src, f)); err == nil {
+			if err := os.WriteFile(filepath.Join(dst, f), data, 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	return dst
@@ -172,7 +175,16 @@ func TestBootInQEMU(t *testing.T) {
 				t.Fatal(err)
 			}
 			start := time.Now()
-			err = Build(t.Context(), Options{Out: out, Goldcast: initBin, KernelVersion: kernel.Version, ModulesDir: modules, Compression: compression})
+			opt := Options{Out: out, Goldcast: initBin, KernelVersion: kernel.Version, ModulesDir: modules, Compression: compression}
+			if tc.action == actionShell {
+				// The rescue shell: this machine's busybox and install tools.
+				busybox, err := exec.LookPath("busybox")
+				if err != nil {
+					t.Skip("busybox is not installed")
+				}
+				opt.Busybox, opt.Tools = busybox, DefaultTools()
+			}
+			err = Build(t.Context(), opt)
 			if cerr := out.Close(); err == nil {
 				err = cerr
 			}
@@ -252,6 +264,11 @@ func bootQEMU(t *testing.T, qemu string, kernel testtree.Kernel, initrd, action 
 	}
 	cmd := exec.CommandContext(ctx, qemu, args...)
 	cmd.Stdout, cmd.Stderr = consoleFile, consoleFile
+	keys, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer keys.Close()
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start QEMU: %v", err)
@@ -282,6 +299,29 @@ func bootQEMU(t *testing.T, qemu string, kernel testtree.Kernel, initrd, action 
 			t.Fatalf("no boot report within %v", qemuBootTimeout)
 		}
 		t.Logf("booted and reported in %v; report: %+v", time.Since(start).Round(100*time.Millisecond), rep)
+		// The rescue shell answers on the serial console.
+		deadline := time.Now().Add(qemuBootTimeout)
+		typed := false
+		for {
+			b, _ := os.ReadFile(console)
+			if strings.Contains(string(b), "rescue-42") {
+				break
+			}
+			if !typed && strings.Contains(string(b), "goldcast rescue#") {
+				if _, err := io.WriteString(keys, "echo rescue-$((6*7)); sfdisk --version\n"); err != nil {
+					t.Fatalf("type into the console: %v", err)
+				}
+				typed = true
+			}
+			select {
+			case <-exited:
+				t.Fatalf("QEMU exited (%v) after the report although goldcast.action=shell", waitErr)
+			case <-time.After(200 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the rescue shell did not run a command within %v (prompt seen: %v)", qemuBootTimeout, typed)
+			}
+		}
 		select {
 		case <-exited:
 			t.Fatalf("QEMU exited (%v) after the report although goldcast.action=shell", waitErr)
@@ -355,7 +395,7 @@ func bootQEMU(t *testing.T, qemu string, kernel testtree.Kernel, initrd, action 
 	}
 	final := []string{"powering off", "reboot: Power down"}
 	if action == actionShell {
-		final = []string{"goldcast.action=shell: there is no shell in this initramfs; waiting"}
+		final = []string{"rescue shell on the console", "rescue-42", "sfdisk from util-linux"}
 	}
 	for _, s := range final {
 		if !strings.Contains(log, s) {
