@@ -171,45 +171,55 @@ func (a *applier) run(ctx context.Context, env []string, name string, args ...st
 	return run(ctx, env, nil, name, args...)
 }
 
-// neededTools lists the tools plan and o need.
-func neededTools(plan *Plan, o Options) []string {
-	tools := []string{"wipefs", "blkid"}
-	add := func(t string) {
-		if !slices.Contains(tools, t) {
-			tools = append(tools, t)
+// neededTools lists the tools plan and o need, each with what needs it.
+func neededTools(plan *Plan, o Options) []toolNeed {
+	var tools []toolNeed
+	add := func(t, why string) {
+		for _, have := range tools {
+			if have.tool == t {
+				return
+			}
 		}
+		tools = append(tools, toolNeed{t, why})
 	}
+	add("wipefs", "wiping disks")
+	add("blkid", "checking new filesystems")
 	for _, d := range plan.Disks {
 		if d.Table != "" {
-			add("sfdisk")
-			add("partx")
+			add("sfdisk", "partitioning "+d.Path)
+			add("partx", "re-reading partitions of "+d.Path)
 		}
 	}
-	if len(plan.RAID) > 0 {
-		add("mdadm")
+	for _, r := range plan.RAID {
+		add("mdadm", "RAID array "+r.Path)
 	}
-	if len(plan.VolumeGroups) > 0 {
+	for _, v := range plan.VolumeGroups {
 		for _, t := range []string{"pvcreate", "vgcreate", "lvcreate", "vgmknodes"} {
-			add(t)
+			add(t, "LVM volume group "+v.Name)
 		}
 	}
-	subvols := false
+	var subvols string
 	for _, f := range plan.Filesystems {
 		if name, _, err := mkfsCommand(f); err == nil {
-			add(name)
+			add(name, f.Type+" on "+f.Device)
 		}
-		if f.FSRoot != "" {
-			subvols = true
+		if f.FSRoot != "" && subvols == "" {
+			subvols = f.Device
 		}
 	}
-	if subvols {
-		add("btrfs")
+	if subvols != "" {
+		add("btrfs", "subvolumes on "+subvols)
 	}
-	if o.Target != "" || subvols {
-		add("mount")
-		add("umount")
+	if o.Target != "" || subvols != "" {
+		add("mount", "mounting")
+		add("umount", "unmounting")
 	}
 	return tools
+}
+
+// toolNeed is a tool and what needs it.
+type toolNeed struct {
+	tool, why string
 }
 
 // preflight checks the plan, the tools and every target disk before
@@ -232,8 +242,8 @@ func (a *applier) preflight(ctx context.Context) error {
 	}
 	var missing []string
 	for _, t := range neededTools(a.plan, a.o) {
-		if _, err := lookTool(t); err != nil {
-			missing = append(missing, t)
+		if _, err := lookTool(t.tool); err != nil {
+			missing = append(missing, t.tool+" (for "+t.why+")")
 		}
 	}
 	if len(missing) > 0 {
@@ -273,13 +283,18 @@ func diskName(path string) (string, error) {
 // sysPartitions returns the names of the partitions the kernel knows on
 // disk name.
 func sysPartitions(name string) ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join("/sys/block", name))
+	return sysPartitionsIn("/sys", name)
+}
+
+// sysPartitionsIn is sysPartitions with sysfs mounted at sys.
+func sysPartitionsIn(sys, name string) ([]string, error) {
+	entries, err := os.ReadDir(filepath.Join(sys, "block", name))
 	if err != nil {
 		return nil, fmt.Errorf("disk %s: %w", name, err)
 	}
 	var parts []string
 	for _, e := range entries {
-		if _, err := os.Stat(filepath.Join("/sys/block", name, e.Name(), "partition")); err == nil {
+		if _, err := os.Stat(filepath.Join(sys, "block", name, e.Name(), "partition")); err == nil {
 			parts = append(parts, e.Name())
 		}
 	}
@@ -299,7 +314,12 @@ func (a *applier) check(ctx context.Context, d DiskPlan) error {
 	if size, err := readInt(filepath.Join("/sys/block", name, "size")); err == nil && size*512 != d.SizeBytes {
 		return fmt.Errorf("disk %s has %d bytes, but the plan was made for %d", d.Path, size*512, d.SizeBytes)
 	}
-	uses, err := diskUses(name)
+	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return fmt.Errorf("read mounts: %w", err)
+	}
+	swaps, _ := os.ReadFile("/proc/swaps") // absent without swap support
+	uses, err := diskUses("/sys", name, mountinfo, swaps)
 	if err != nil {
 		return err
 	}
@@ -317,16 +337,17 @@ func (a *applier) check(ctx context.Context, d DiskPlan) error {
 }
 
 // diskUses lists why disk name or one of its partitions is in use: a
-// mount, swap, or a holder (md, device-mapper).
-func diskUses(name string) ([]string, error) {
-	parts, err := sysPartitions(name)
+// mount in mountinfo (/proc/self/mountinfo), swap in swaps (/proc/swaps),
+// or a holder in sysfs at sys (md, device-mapper).
+func diskUses(sys, name string, mountinfo, swaps []byte) ([]string, error) {
+	parts, err := sysPartitionsIn(sys, name)
 	if err != nil {
 		return nil, err
 	}
 	names := append([]string{name}, parts...)
 	devnums := map[string]string{}
 	for _, n := range names {
-		dir := filepath.Join("/sys/block", name)
+		dir := filepath.Join(sys, "block", name)
 		if n != name {
 			dir = filepath.Join(dir, n)
 		}
@@ -336,7 +357,7 @@ func diskUses(name string) ([]string, error) {
 	}
 	var uses []string
 	for _, n := range names {
-		dir := filepath.Join("/sys/block", name)
+		dir := filepath.Join(sys, "block", name)
 		if n != name {
 			dir = filepath.Join(dir, n)
 		}
@@ -345,11 +366,7 @@ func diskUses(name string) ([]string, error) {
 			uses = append(uses, fmt.Sprintf("%s is held by %s", n, h.Name()))
 		}
 	}
-	mi, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, fmt.Errorf("read mounts: %w", err)
-	}
-	for _, line := range strings.Split(string(mi), "\n") {
+	for _, line := range strings.Split(string(mountinfo), "\n") {
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
 		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
@@ -365,14 +382,13 @@ func diskUses(name string) ([]string, error) {
 			uses = append(uses, fmt.Sprintf("%s is mounted on %s", n, unescapeMount(f[4])))
 		}
 	}
-	if sw, err := os.ReadFile("/proc/swaps"); err == nil {
-		for _, line := range strings.Split(string(sw), "\n")[1:] {
-			f := strings.Fields(line)
-			if len(f) > 0 {
-				if n := baseDevice(unescapeMount(f[0])); slices.Contains(names, n) {
-					uses = append(uses, fmt.Sprintf("%s is used for swap", n))
-				}
-			}
+	for i, line := range strings.Split(string(swaps), "\n") {
+		f := strings.Fields(line)
+		if i == 0 || len(f) == 0 {
+			continue // the header
+		}
+		if n := baseDevice(unescapeMount(f[0])); slices.Contains(names, n) {
+			uses = append(uses, fmt.Sprintf("%s is used for swap", n))
 		}
 	}
 	return uses, nil

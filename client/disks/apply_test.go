@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -579,5 +580,246 @@ func TestCaptureApplyRoundTrip(t *testing.T) {
 		if !found {
 			t.Errorf("result layout filesystem %+v not in the capture", f)
 		}
+	}
+}
+
+// TestApplyMissingTool checks that a plan needing a tool that is not
+// installed fails naming it, before any disk is touched.
+func TestApplyMissingTool(t *testing.T) {
+	requireRoot(t)
+	tests := []struct {
+		tool   string
+		layout func(disk string) *disklayout.Layout
+		want   string
+	}{
+		{"mdadm", func(string) *disklayout.Layout { return raidLayout() }, "mdadm (for RAID array /dev/md0)"},
+		{"pvcreate", func(string) *disklayout.Layout {
+			l := raidLayout()
+			l.RAID = nil
+			l.Disks = l.Disks[:1]
+			l.Disks[0].Partitions[0].Type, l.Disks[0].Partitions[0].Flags = gptLVM, []string{"lvm"}
+			l.LVM = &disklayout.LVM{
+				VolumeGroups:   []disklayout.VolumeGroup{{Name: "vg0", SizeBytes: 4093 * MiB, PVs: []disklayout.PhysicalVolume{{Device: "/dev/sda1"}}}},
+				LogicalVolumes: []disklayout.LogicalVolume{{Name: "root", VG: "vg0", SizeBytes: 4093 * MiB, Path: "/dev/vg0/root"}},
+			}
+			l.Filesystems[0].Device = "/dev/vg0/root"
+			return l
+		}, "pvcreate (for LVM volume group vg0)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.tool, func(t *testing.T) {
+			if _, err := lookTool(tt.tool); err == nil {
+				t.Skipf("%s is installed", tt.tool)
+			}
+			disk := loopDisk(t, 2<<30)
+			plan, err := NewPlan(tt.layout(disk.Path), []Disk{disk}, PlanOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Apply(context.Background(), plan, Options{Target: t.TempDir()})
+			if err == nil || !strings.Contains(err.Error(), "tools the plan needs are not installed: ") || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Apply: %v, want an error naming %s", err, tt.want)
+			}
+			if !bytes.Equal(firstMiB(t, disk.Path), make([]byte, MiB)) {
+				t.Error("the disk was written to")
+			}
+		})
+	}
+}
+
+// TestApplyHeldByDeviceMapper checks that a disk whose partition backs a
+// device-mapper device is refused, even with Wipe.
+func TestApplyHeldByDeviceMapper(t *testing.T) {
+	requireRoot(t, "dmsetup", "mkfs.ext4")
+	ctx := context.Background()
+	disk := loopDisk(t, 2<<30)
+	sh(t, "label: gpt\nstart=2048, size=204800, type="+gptLinux+"\n", "sfdisk", "--quiet", disk.Path)
+	sh(t, "", "partx", "-u", disk.Path)
+	part := disk.Path + "p1"
+	if err := ensureNode(ctx, part, filepath.Join("/sys/block", disk.Name, disk.Name+"p1", "dev")); err != nil {
+		t.Fatal(err)
+	}
+	name := "goldcast-test-" + disk.Name
+	cmd := exec.Command("dmsetup", "create", "--noudevsync", name, "--table", "0 204800 linear "+part+" 0")
+	cmd.Env = append(os.Environ(), "DM_DISABLE_UDEV=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Skipf("device-mapper does not work here: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		cmd := exec.Command("dmsetup", "remove", "--noudevsync", name)
+		cmd.Env = append(os.Environ(), "DM_DISABLE_UDEV=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Logf("dmsetup remove %s: %v: %s", name, err, out)
+		}
+	})
+	before := firstMiB(t, disk.Path)
+	plan, err := NewPlan(gptLayout(), []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Apply(ctx, plan, Options{Wipe: true})
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), disk.Name+"p1 is held by dm-") {
+		t.Errorf("Apply on a disk under device-mapper: %v, want ErrInUse naming the holder", err)
+	}
+	if !bytes.Equal(before, firstMiB(t, disk.Path)) {
+		t.Error("the refused disk changed")
+	}
+}
+
+// TestApplyWholeDisk makes a filesystem on a disk with no partition
+// table.
+func TestApplyWholeDisk(t *testing.T) {
+	requireRoot(t, "mkfs.ext4")
+	disk := loopDisk(t, 1<<30)
+	l := &disklayout.Layout{
+		Disks:       []disklayout.Disk{{Name: "vdb", Path: "/dev/vdb", SizeBytes: 4 << 30}},
+		Filesystems: []disklayout.Filesystem{{Device: "/dev/vdb", Type: "ext4", Mountpoint: "/", Label: "whole", UUID: "d1d2d3d4-1111-4222-8333-444444444444"}},
+	}
+	plan, err := NewPlan(l, []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	res := applyT(t, plan, Options{Target: target})
+	want := map[string]string{"TYPE": "ext4", "LABEL": "whole", "UUID": "d1d2d3d4-1111-4222-8333-444444444444"}
+	if diff := cmp.Diff(want, blkidTags(t, disk.Path)); diff != "" {
+		t.Errorf("blkid (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]Mount{{Device: disk.Path, Type: "ext4", Mountpoint: "/", Dir: target}}, res.Mounted); diff != "" {
+		t.Errorf("Mounted (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyTwoDisks lays a two-disk layout on two loop disks: the disk
+// holding "/" goes to the first target although the layout lists it
+// second.
+func TestApplyTwoDisks(t *testing.T) {
+	requireRoot(t, "mkfs.ext4")
+	first, second := loopDisk(t, 1<<30), loopDisk(t, 2<<30)
+	l := &disklayout.Layout{
+		Disks: []disklayout.Disk{
+			{Name: "sda", Path: "/dev/sda", SizeBytes: 8 << 30, Table: "gpt", Partitions: []disklayout.Partition{
+				{Number: 1, Path: "/dev/sda1", StartBytes: MiB, SizeBytes: 8190 * MiB, Type: gptLinux, Name: "srv", Grow: true}}},
+			{Name: "sdb", Path: "/dev/sdb", SizeBytes: 4 << 30, Table: "gpt", Partitions: []disklayout.Partition{
+				{Number: 1, Path: "/dev/sdb1", StartBytes: MiB, SizeBytes: 4094 * MiB, Type: gptLinux, Name: "root", Grow: true}}},
+		},
+		Filesystems: []disklayout.Filesystem{
+			{Device: "/dev/sdb1", Type: "ext4", Mountpoint: "/", UUID: "e1e2e3e4-1111-4222-8333-444444444444"},
+			{Device: "/dev/sda1", Type: "ext4", Mountpoint: "/srv/data", UUID: "f1f2f3f4-1111-4222-8333-444444444444"},
+		},
+	}
+	plan, err := NewPlan(l, []Disk{first, second}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	res := applyT(t, plan, Options{Target: target})
+	wantMounts := []Mount{
+		{Device: first.Path + "p1", Type: "ext4", Mountpoint: "/", Dir: target},
+		{Device: second.Path + "p1", Type: "ext4", Mountpoint: "/srv/data", Dir: filepath.Join(target, "srv/data")},
+	}
+	if diff := cmp.Diff(wantMounts, res.Mounted); diff != "" {
+		t.Errorf("Mounted (-want +got):\n%s", diff)
+	}
+	if got := blkidTags(t, second.Path+"p1"); got["UUID"] != "f1f2f3f4-1111-4222-8333-444444444444" || got["PART_ENTRY_NAME"] != "srv" {
+		t.Errorf("second disk: blkid %v", got)
+	}
+	// The mount point was made inside the mounted root.
+	if _, err := os.Stat(filepath.Join(target, "srv", "data", "lost+found")); err != nil {
+		t.Errorf("/srv/data is not the second disk's filesystem: %v", err)
+	}
+}
+
+// TestDiskUses feeds diskUses a sysfs tree and mount and swap tables in
+// which a disk's partitions are held by md and device-mapper, mounted
+// (by device number, and by name for btrfs, whose device number is
+// anonymous) and swapped on.
+func TestDiskUses(t *testing.T) {
+	sys := t.TempDir()
+	write := func(rel, v string) {
+		p := filepath.Join(sys, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(v+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkdir := func(rel string) {
+		if err := os.MkdirAll(filepath.Join(sys, rel), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("block/sdx/dev", "8:96")
+	mkdir("block/sdx/holders")
+	for i, h := range []string{"", "md127", "dm-3", "", "", ""} {
+		p := "block/sdx/sdx" + strconv.Itoa(i+1)
+		write(p+"/dev", "8:"+strconv.Itoa(97+i))
+		write(p+"/partition", strconv.Itoa(i+1))
+		mkdir(p + "/holders")
+		if h != "" {
+			mkdir(p + "/holders/" + h)
+		}
+	}
+	mkdir("block/sdx/queue") // not a partition
+	mountinfo := []byte(`22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 8:97 / /mnt/with\040space rw - ext4 /dev/sdx1 rw
+41 22 0:55 /@ /srv rw - btrfs /dev/sdx4 rw,subvol=/@
+`)
+	swaps := []byte("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n/dev/sdx5                               partition\t1048572\t\t0\t\t-2\n")
+	got, err := diskUses(sys, "sdx", mountinfo, swaps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		"sdx2 is held by md127",
+		"sdx3 is held by dm-3",
+		"sdx1 is mounted on /mnt/with space",
+		"sdx4 is mounted on /srv",
+		"sdx5 is used for swap",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("diskUses (-want +got):\n%s", diff)
+	}
+	// An idle disk has no uses.
+	for _, h := range []string{"block/sdx/sdx2/holders/md127", "block/sdx/sdx3/holders/dm-3"} {
+		if err := os.Remove(filepath.Join(sys, h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err = diskUses(sys, "sdx", []byte("22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"), []byte("Filename Type Size Used Priority\n"))
+	if err != nil || len(got) != 0 {
+		t.Errorf("diskUses of an idle disk = %q, %v", got, err)
+	}
+}
+
+// TestSelectDevicePath selects a real disk through a symbolic link (as
+// /dev/disk/by-id links are), and refuses a partition.
+func TestSelectDevicePath(t *testing.T) {
+	requireRoot(t)
+	ctx := context.Background()
+	disk := loopDisk(t, 1<<30)
+	link := filepath.Join(t.TempDir(), "by-id-link")
+	if err := os.Symlink(disk.Path, link); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Select(ctx, Rule(link))
+	if err != nil || got.Name != disk.Name {
+		t.Errorf("Select(%s) = %s, %v; want %s", link, got.Name, err, disk.Name)
+	}
+	sh(t, "label: gpt\nstart=2048, size=4096, type="+gptLinux+"\n", "sfdisk", "--quiet", disk.Path)
+	sh(t, "", "partx", "-u", disk.Path)
+	part := disk.Path + "p1"
+	if err := ensureNode(ctx, part, filepath.Join("/sys/block", disk.Name, disk.Name+"p1", "dev")); err != nil {
+		t.Fatal(err)
+	}
+	_, err = Select(ctx, Rule(part))
+	want := "select disk \"" + part + "\": " + disk.Name + "p1 is a partition of " + disk.Name + ", not a whole disk"
+	if err == nil || err.Error() != want {
+		t.Errorf("Select(%s): %v, want %q", part, err, want)
+	}
+	_, err = Select(ctx, "/dev/disk/by-id/goldcast-no-such-disk")
+	if err == nil || !strings.Contains(err.Error(), "no such device, and no disk has that by-id or by-path name") {
+		t.Errorf("Select of a missing by-id name: %v", err)
 	}
 }

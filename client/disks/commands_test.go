@@ -164,11 +164,15 @@ func TestNeededTools(t *testing.T) {
 		Disks:        []DiskPlan{{Path: "/dev/vda", Table: "gpt"}},
 		RAID:         []RAIDPlan{{Path: "/dev/md0"}},
 		VolumeGroups: []VolumeGroupPlan{{Name: "vg0"}},
-		Filesystems:  []FilesystemPlan{{Type: "xfs"}, {Type: "btrfs", FSRoot: "/@"}, {Type: "swap"}},
+		Filesystems:  []FilesystemPlan{{Type: "xfs", Device: "/dev/vda1"}, {Type: "btrfs", FSRoot: "/@", Device: "/dev/md0"}, {Type: "swap", Device: "/dev/vda2"}},
 	}
 	want := []string{"wipefs", "blkid", "sfdisk", "partx", "mdadm", "pvcreate", "vgcreate", "lvcreate", "vgmknodes",
 		"mkfs.xfs", "mkfs.btrfs", "mkswap", "btrfs", "mount", "umount"}
-	if diff := cmp.Diff(want, neededTools(plan, Options{})); diff != "" {
+	var got []string
+	for _, n := range neededTools(plan, Options{}) {
+		got = append(got, n.tool)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("neededTools (-want +got):\n%s", diff)
 	}
 }
