@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/iana"
@@ -90,8 +89,6 @@ func (s *Server) handleFull(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 		s.log.Debug("dhcp relayed request for a subnet not served", "giaddr", gi, "mac", req.ClientHWAddr.String())
 		return nil, nil
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	switch req.MessageType() {
 	case dhcpv4.MessageTypeDiscover:
 		return s.discover(req)
@@ -113,12 +110,16 @@ func (s *Server) discover(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr
 	breq := bootRequest(req)
 	s.emit(Event{MAC: mac, Kind: EventDiscover, Arch: breq.Arch, Hostname: req.HostName()})
+	s.mu.Lock()
 	now := s.now()
 	ip, hostname, err := s.choose(mac, addrOf(req.RequestedIPAddress()), now)
+	if err == nil {
+		s.pool.offer(mac.String(), ip, now.Add(offerHold))
+	}
+	s.mu.Unlock()
 	if err != nil {
 		return nil, fmt.Errorf("offer to %v: %w", mac, err)
 	}
-	s.offers[mac.String()] = offer{ip: ip, until: now.Add(offerHold)}
 	resp := s.reply(req, dhcpv4.MessageTypeOffer)
 	resp.YourIPAddr = net.IP(ip.AsSlice())
 	s.addLeaseOptions(resp, hostname)
@@ -131,13 +132,18 @@ func (s *Server) discover(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 
 // request answers a DHCPREQUEST in any state: selecting (server
 // identifier set), init-reboot (requested address), renewing and
-// rebinding (ciaddr).
+// rebinding (ciaddr). The lease enters the pool at once, so concurrent
+// requests see its address taken, and the DHCPACK goes out only once the
+// store has it on disk.
 func (s *Server) request(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	mac := req.ClientHWAddr
+	key := mac.String()
 	breq := bootRequest(req)
 	if sid := addrOf(req.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
 		// The client chose another server's offer.
-		delete(s.offers, mac.String())
+		s.mu.Lock()
+		s.pool.dropOffer(key)
+		s.mu.Unlock()
 		return nil, nil
 	}
 	ip := addrOf(req.RequestedIPAddress())
@@ -147,22 +153,34 @@ func (s *Server) request(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	if !ip.IsValid() {
 		return nil, nil
 	}
+	s.mu.Lock()
 	now := s.now()
-	hostname, ok, err := s.allocatable(mac, ip, now)
-	if err != nil {
-		return nil, fmt.Errorf("request from %v for %v: %w", mac, ip, err)
-	}
+	hostname, ok := s.allocatable(mac, ip, now)
 	if !ok {
+		s.mu.Unlock()
 		s.emit(Event{MAC: mac, IP: ip, Kind: EventNak, Arch: breq.Arch, Hostname: req.HostName()})
 		s.log.Info("dhcp nak", "mac", mac.String(), "ip", ip)
 		return s.nak(req), nil
 	}
 	name := nameOr(hostname, req.HostName())
-	if err := s.leases.Put(Lease{MAC: mac, IP: ip, Hostname: name, Expiry: now.Add(s.cfg.LeaseTime)}); err != nil {
+	l := Lease{MAC: mac, IP: ip, Hostname: name, Expiry: now.Add(s.cfg.LeaseTime)}
+	prev, had := s.pool.put(l)
+	s.pool.dropOffer(key)
+	var stale []Lease
+	for _, h := range s.pool.holders(ip) {
+		if !slices.Equal(h.MAC, mac) {
+			stale = append(stale, h)
+		}
+	}
+	s.mu.Unlock()
+
+	if err := s.leases.Put(l); err != nil {
+		s.mu.Lock()
+		s.pool.restore(key, l, prev, had)
+		s.mu.Unlock()
 		return nil, fmt.Errorf("record lease of %v for %v: %w", ip, mac, err)
 	}
-	delete(s.offers, mac.String())
-	s.dropStale(mac, ip)
+	s.dropStale(ip, stale)
 	resp := s.reply(req, dhcpv4.MessageTypeAck)
 	resp.ClientIPAddr = ipOrZero(req.ClientIPAddr)
 	resp.YourIPAddr = net.IP(ip.AsSlice())
@@ -174,26 +192,54 @@ func (s *Server) request(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	return resp, nil
 }
 
+// dropStale deletes stale, other clients' expired leases on ip, once a
+// client holds it; a failure only leaves a harmless record behind.
+func (s *Server) dropStale(ip netip.Addr, stale []Lease) {
+	for _, l := range stale {
+		key := l.MAC.String()
+		s.mu.Lock()
+		cur, ok := s.pool.byMAC[key]
+		if ok && cur.IP == ip {
+			s.pool.del(key)
+		}
+		s.mu.Unlock()
+		if !ok || cur.IP != ip {
+			continue
+		}
+		if err := s.leases.Delete(l.MAC); err != nil {
+			s.log.Warn("dhcp drop stale lease", "mac", key, "ip", ip, "err", err)
+		}
+	}
+}
+
 // release ends a client's lease early, keeping the address as the
 // client's preferred one until another client needs it.
 func (s *Server) release(req *dhcpv4.DHCPv4) error {
 	mac := req.ClientHWAddr
+	key := mac.String()
 	if sid := addrOf(req.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
 		return nil
 	}
 	ip := addrOf(req.ClientIPAddr)
-	l, ok, err := s.leases.Get(mac)
-	if err != nil {
-		return fmt.Errorf("release by %v: %w", mac, err)
-	}
+	s.mu.Lock()
+	l, ok := s.pool.byMAC[key]
 	if !ok || l.IP != ip {
+		s.mu.Unlock()
 		return nil
 	}
 	if now := s.now(); l.Expiry.After(now) {
-		l.Expiry = now
-		if err := s.leases.Put(l); err != nil {
+		ended := cloneLease(l)
+		ended.Expiry = now
+		prev, had := s.pool.put(ended)
+		s.mu.Unlock()
+		if err := s.leases.Put(ended); err != nil {
+			s.mu.Lock()
+			s.pool.restore(key, ended, prev, had)
+			s.mu.Unlock()
 			return fmt.Errorf("release %v by %v: %w", ip, mac, err)
 		}
+	} else {
+		s.mu.Unlock()
 	}
 	s.emit(Event{MAC: mac, IP: ip, Kind: EventRelease, Arch: ArchUnknown, Hostname: l.Hostname})
 	s.log.Info("dhcp release", "mac", mac.String(), "ip", ip)
@@ -204,28 +250,41 @@ func (s *Server) release(req *dhcpv4.DHCPv4) error {
 // the address out of the pool for DeclineTime.
 func (s *Server) decline(req *dhcpv4.DHCPv4) error {
 	mac := req.ClientHWAddr
+	key := mac.String()
 	if sid := addrOf(req.ServerIdentifier()); sid.IsValid() && sid != s.cfg.ServerIP {
 		return nil
 	}
 	ip := addrOf(req.RequestedIPAddress())
-	l, ok, err := s.leases.Get(mac)
-	if err != nil {
-		return fmt.Errorf("decline by %v: %w", mac, err)
-	}
-	o, offered := s.offers[mac.String()]
-	if !(ok && l.IP == ip) && !(offered && o.ip == ip) {
+	s.mu.Lock()
+	now := s.now()
+	l, leased := s.pool.byMAC[key]
+	leased = leased && l.IP == ip
+	o, offered := s.pool.liveOffer(key, now)
+	if !leased && !(offered && o.ip == ip) {
 		// Only the holder of an address may take it out of the pool.
+		s.mu.Unlock()
 		return nil
 	}
-	if ok && l.IP == ip {
+	if leased {
+		s.pool.del(key)
+	}
+	s.pool.dropOffer(key)
+	until := now.Add(s.cfg.DeclineTime)
+	s.pool.declined[ip] = until
+	s.mu.Unlock()
+	if leased {
 		if err := s.leases.Delete(mac); err != nil {
+			s.mu.Lock()
+			if _, ok := s.pool.byMAC[key]; !ok {
+				s.pool.put(l)
+			}
+			delete(s.pool.declined, ip)
+			s.mu.Unlock()
 			return fmt.Errorf("decline %v by %v: %w", ip, mac, err)
 		}
 	}
-	delete(s.offers, mac.String())
-	s.declined[ip] = s.now().Add(s.cfg.DeclineTime)
 	s.emit(Event{MAC: mac, IP: ip, Kind: EventDecline, Arch: ArchUnknown, Hostname: l.Hostname})
-	s.log.Warn("dhcp decline: address in use on the network", "mac", mac.String(), "ip", ip, "until", s.declined[ip])
+	s.log.Warn("dhcp decline: address in use on the network", "mac", mac.String(), "ip", ip, "until", until)
 	return nil
 }
 
@@ -289,153 +348,6 @@ func (s *Server) handleProxy(req *dhcpv4.DHCPv4) (*dhcpv4.DHCPv4, error) {
 	s.emit(Event{MAC: mac, IP: addrOf(req.ClientIPAddr), Kind: kind, Arch: breq.Arch, Hostname: req.HostName()})
 	s.log.Debug("dhcp proxy answer", "type", t.String(), "mac", mac.String(), "file", resp.BootFileName)
 	return resp, nil
-}
-
-// choose picks the address to offer mac: its reservation, the address
-// just offered to it, its last lease's address, the address it asks for,
-// a never-used address, or the address whose lease expired longest ago.
-// The caller holds s.mu.
-func (s *Server) choose(mac net.HardwareAddr, requested netip.Addr, now time.Time) (netip.Addr, string, error) {
-	if ip, hostname, ok := s.reservation(mac); ok {
-		if other, busy := s.leasedToOther(ip, mac, now); busy {
-			return netip.Addr{}, "", fmt.Errorf("%v for %v (leased to %v): %w", ip, mac, other, ErrReservationInUse)
-		}
-		if until, ok := s.declined[ip]; ok && now.Before(until) {
-			return netip.Addr{}, "", fmt.Errorf("reserved %v for %v was declined until %v: %w", ip, mac, until.Format(time.RFC3339), ErrPoolExhausted)
-		}
-		return ip, hostname, nil
-	}
-	all, err := s.leases.All()
-	if err != nil {
-		return netip.Addr{}, "", fmt.Errorf("list leases: %w", err)
-	}
-	byIP := map[netip.Addr][]Lease{}
-	var mine Lease
-	for _, l := range all {
-		byIP[l.IP] = append(byIP[l.IP], l)
-		if slices.Equal(l.MAC, mac) {
-			mine = l
-		}
-	}
-	var prefer []netip.Addr
-	if o, ok := s.offers[mac.String()]; ok && now.Before(o.until) {
-		prefer = append(prefer, o.ip)
-	}
-	prefer = append(prefer, mine.IP, requested)
-	for _, ip := range prefer {
-		if ip.IsValid() && s.free(ip, mac, now, byIP[ip]) {
-			return ip, "", nil
-		}
-	}
-	var expired []Lease
-	for ip := s.cfg.Range.First; ip.IsValid() && s.cfg.Range.Contains(ip); ip = ip.Next() {
-		if !s.free(ip, mac, now, byIP[ip]) {
-			continue
-		}
-		ls := byIP[ip]
-		if len(ls) == 0 {
-			return ip, "", nil
-		}
-		latest := slices.MaxFunc(ls, func(a, b Lease) int { return a.Expiry.Compare(b.Expiry) })
-		expired = append(expired, latest)
-	}
-	if len(expired) == 0 {
-		return netip.Addr{}, "", fmt.Errorf("range %v-%v: %w", s.cfg.Range.First, s.cfg.Range.Last, ErrPoolExhausted)
-	}
-	oldest := slices.MinFunc(expired, func(a, b Lease) int { return a.Expiry.Compare(b.Expiry) })
-	return oldest.IP, "", nil
-}
-
-// allocatable reports whether mac may have ip now: its reservation, or a
-// free pool address when it has none. The caller holds s.mu.
-func (s *Server) allocatable(mac net.HardwareAddr, ip netip.Addr, now time.Time) (string, bool, error) {
-	if rip, hostname, ok := s.reservation(mac); ok {
-		if ip != rip {
-			return "", false, nil
-		}
-		_, busy := s.leasedToOther(ip, mac, now)
-		return hostname, !busy, nil
-	}
-	all, err := s.leases.All()
-	if err != nil {
-		return "", false, fmt.Errorf("list leases: %w", err)
-	}
-	var holders []Lease
-	for _, l := range all {
-		if l.IP == ip {
-			holders = append(holders, l)
-		}
-	}
-	return "", s.free(ip, mac, now, holders), nil
-}
-
-// free reports whether the pool may give ip to mac: in the range, not
-// the server's, the router's, or the subnet's network or broadcast
-// address, not declined, not reserved for or leased to or just offered to
-// another client. holders are the leases naming ip. The caller holds s.mu.
-func (s *Server) free(ip netip.Addr, mac net.HardwareAddr, now time.Time, holders []Lease) bool {
-	if !s.cfg.Range.Contains(ip) || ip == s.cfg.ServerIP || ip == s.cfg.Router ||
-		ip == s.cfg.subnet.Addr() || ip == broadcastOf(s.cfg.subnet) {
-		return false
-	}
-	if until, ok := s.declined[ip]; ok {
-		if now.Before(until) {
-			return false
-		}
-		delete(s.declined, ip)
-	}
-	if r, ok := s.res.(AddressReserver); ok {
-		if owner, ok := r.ReservedFor(ip); ok && !slices.Equal(owner, mac) {
-			return false
-		}
-	}
-	for _, l := range holders {
-		if !slices.Equal(l.MAC, mac) && !l.Expired(now) {
-			return false
-		}
-	}
-	for k, o := range s.offers {
-		if !now.Before(o.until) {
-			delete(s.offers, k)
-			continue
-		}
-		if o.ip == ip && k != mac.String() {
-			return false
-		}
-	}
-	return true
-}
-
-// leasedToOther reports whether another client holds an unexpired lease
-// on ip.
-func (s *Server) leasedToOther(ip netip.Addr, mac net.HardwareAddr, now time.Time) (net.HardwareAddr, bool) {
-	all, err := s.leases.All()
-	if err != nil {
-		s.log.Warn("dhcp list leases", "err", err)
-		return nil, false
-	}
-	for _, l := range all {
-		if l.IP == ip && !slices.Equal(l.MAC, mac) && !l.Expired(now) {
-			return l.MAC, true
-		}
-	}
-	return nil, false
-}
-
-// dropStale deletes other clients' expired leases on ip once mac holds
-// it; a failure only leaves a harmless record behind.
-func (s *Server) dropStale(mac net.HardwareAddr, ip netip.Addr) {
-	all, err := s.leases.All()
-	if err != nil {
-		return
-	}
-	for _, l := range all {
-		if l.IP == ip && !slices.Equal(l.MAC, mac) {
-			if err := s.leases.Delete(l.MAC); err != nil {
-				s.log.Warn("dhcp drop stale lease", "mac", l.MAC.String(), "ip", ip, "err", err)
-			}
-		}
-	}
 }
 
 // reservation looks mac up in the Reservations, if any; a reserved
@@ -574,11 +486,24 @@ func asked(req *dhcpv4.DHCPv4, code dhcpv4.OptionCode) bool {
 	return false
 }
 
-// emit reports ev to Deps.OnEvent.
+// emit reports ev to Deps.OnEvent: through Serve's queue while Serve
+// runs, else at once.
 func (s *Server) emit(ev Event) {
-	if s.event != nil {
-		ev.MAC = slices.Clone(ev.MAC)
+	if s.event == nil {
+		return
+	}
+	ev.MAC = slices.Clone(ev.MAC)
+	q := s.queue.Load()
+	if q == nil {
 		s.event(ev)
+		return
+	}
+	select {
+	case q.ch <- ev:
+	default:
+		if n := s.stats.eventsDropped.Add(1); n&(n-1) == 0 {
+			s.log.Warn("dhcp events dropped: the event consumer is too slow", "dropped", n)
+		}
 	}
 }
 

@@ -81,6 +81,13 @@ type leaseRecord struct {
 // exclusive lock (PATH.lock) so two servers never share it. A line torn by
 // a crash at the end of the file is dropped: its Put never returned, so no
 // DHCPACK announced it.
+//
+// Writes are group-committed: one goroutine appends the lines of every
+// Put and Delete waiting at that moment with a single write and a single
+// flush, and each returns once the flush that carried its line is done.
+// Concurrent callers therefore share flushes, and a store under load
+// flushes about once per disk round trip instead of once per lease.
+// Get and All see a lease once it is durable.
 type FileLeaseStore struct {
 	path string
 	lock *os.File
@@ -91,6 +98,19 @@ type FileLeaseStore struct {
 	lines  int
 	leases map[string]Lease
 	broken error
+	// next collects the records of the next flush; kick wakes the
+	// flusher (closed by Close), which closes flushed when it is gone.
+	next    *commit
+	kick    chan struct{}
+	flushed chan struct{}
+}
+
+// commit is one group of records written and flushed together.
+type commit struct {
+	recs []leaseRecord
+	buf  []byte
+	done chan struct{}
+	err  error
 }
 
 // compactSlack is how many superseded lines a FileLeaseStore tolerates
@@ -116,6 +136,9 @@ func OpenFileLeaseStore(path string) (*FileLeaseStore, error) {
 		lock.Close()
 		return nil, err
 	}
+	s.kick = make(chan struct{}, 1)
+	s.flushed = make(chan struct{})
+	go s.flusher(s.kick)
 	return s, nil
 }
 
@@ -214,36 +237,41 @@ func (s *FileLeaseStore) Put(l Lease) error {
 	if len(l.MAC) == 0 || !l.IP.Is4() {
 		return fmt.Errorf("put lease %v %v: want a MAC and an IPv4 address", l.MAC, l.IP)
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.append(putRecord(l)); err != nil {
+	if err := s.write(putRecord(l)); err != nil {
 		return fmt.Errorf("put lease %v: %w", l.MAC, err)
 	}
-	s.leases[l.MAC.String()] = cloneLease(l)
-	return s.maybeCompact()
+	return nil
 }
 
 // Delete implements LeaseStore.
 func (s *FileLeaseStore) Delete(mac net.HardwareAddr) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if _, ok := s.leases[mac.String()]; !ok {
+	_, ok := s.leases[mac.String()]
+	s.mu.Unlock()
+	if !ok {
 		return nil
 	}
-	if err := s.append(leaseRecord{Op: "del", MAC: mac.String()}); err != nil {
+	if err := s.write(leaseRecord{Op: "del", MAC: mac.String()}); err != nil {
 		return fmt.Errorf("delete lease %v: %w", mac, err)
 	}
-	delete(s.leases, mac.String())
-	return s.maybeCompact()
+	return nil
 }
 
-// Close releases the file and its lock.
+// Close waits for the writes under way, then releases the file and its
+// lock.
 func (s *FileLeaseStore) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.f == nil {
+	if s.kick == nil {
+		s.mu.Unlock()
 		return nil
 	}
+	close(s.kick)
+	s.kick = nil
+	s.mu.Unlock()
+	<-s.flushed
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	err := s.f.Close()
 	s.f = nil
 	s.broken = errors.New("lease store closed")
@@ -256,30 +284,102 @@ func (s *FileLeaseStore) Close() error {
 	return nil
 }
 
-// append writes one record and flushes it. A failed write is cut off
-// again so the next line starts clean; if even that fails, the store
-// refuses further writes.
-func (s *FileLeaseStore) append(rec leaseRecord) error {
-	if s.broken != nil {
-		return s.broken
-	}
+// write queues rec for the next flush and waits for it.
+func (s *FileLeaseStore) write(rec leaseRecord) error {
 	line, err := encodeRecord(rec)
 	if err != nil {
 		return err
 	}
-	_, werr := s.f.Write(line)
-	if werr == nil {
-		werr = s.f.Sync()
+	s.mu.Lock()
+	if s.kick == nil {
+		s.mu.Unlock()
+		return errors.New("lease store closed")
 	}
-	if werr != nil {
-		if terr := s.f.Truncate(s.size); terr != nil {
+	if s.next == nil {
+		s.next = &commit{done: make(chan struct{})}
+	}
+	c := s.next
+	c.recs = append(c.recs, rec)
+	c.buf = append(c.buf, line...)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+	s.mu.Unlock()
+	<-c.done
+	return c.err
+}
+
+// flusher writes queued commits until Close closes kick, then the ones
+// left.
+func (s *FileLeaseStore) flusher(kick <-chan struct{}) {
+	defer close(s.flushed)
+	for range kick {
+		for s.flushNext() {
+		}
+	}
+	for s.flushNext() {
+	}
+}
+
+// flushNext writes and flushes the queued commit, if any, and reports
+// whether there was one.
+func (s *FileLeaseStore) flushNext() bool {
+	s.mu.Lock()
+	c := s.next
+	s.next = nil
+	f, size, broken := s.f, s.size, s.broken
+	s.mu.Unlock()
+	if c == nil {
+		return false
+	}
+	err := broken
+	if err == nil {
+		// Only the flusher writes or replaces s.f, so it may use it
+		// without the lock.
+		_, err = f.Write(c.buf)
+		if err == nil {
+			err = f.Sync()
+		}
+	}
+	s.mu.Lock()
+	if err != nil && broken == nil {
+		// Cut the failed write off again so the next line starts clean;
+		// if even that fails, refuse further writes.
+		if terr := f.Truncate(size); terr != nil {
 			s.broken = fmt.Errorf("lease store unusable after a failed write: %w", terr)
 		}
-		return werr
 	}
-	s.size += int64(len(line))
-	s.lines++
-	return nil
+	if err == nil {
+		s.size += int64(len(c.buf))
+		s.lines += len(c.recs)
+		for _, rec := range c.recs {
+			s.apply(rec)
+		}
+		// The records are durable, so a failed rewrite is reported in
+		// the log of the next failure, not to these callers.
+		if cerr := s.maybeCompact(); cerr != nil {
+			s.broken = cerr
+		}
+	}
+	s.mu.Unlock()
+	c.err = err
+	close(c.done)
+	return true
+}
+
+// apply makes a durable record visible to Get and All. The caller holds
+// s.mu.
+func (s *FileLeaseStore) apply(rec leaseRecord) {
+	mac, err := net.ParseMAC(rec.MAC)
+	if err != nil {
+		return
+	}
+	if rec.Op == "del" {
+		delete(s.leases, mac.String())
+		return
+	}
+	s.leases[mac.String()] = Lease{MAC: mac, IP: rec.IP, Hostname: rec.Hostname, Expiry: rec.Expiry}
 }
 
 // maybeCompact rewrites the file when superseded lines dominate. The

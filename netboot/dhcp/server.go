@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -61,8 +62,13 @@ type Deps struct {
 	Reservations Reservations
 	// Logger receives the server's log; nil means slog.Default().
 	Logger *slog.Logger
-	// OnEvent, if set, is called for each Event, synchronously while the
-	// packet is handled: it must return quickly and not call Handle.
+	// OnEvent, if set, is called for each Event, in order. Handle calls
+	// it before it returns, from the calling goroutine; while Serve runs,
+	// the events of the packets it answers are queued and delivered by
+	// one goroutine, so a slow OnEvent never delays an answer. Should the
+	// queue fill up (eventQueueSize events behind), further events are
+	// dropped, counted in Stats.EventsDropped and logged. It must not
+	// call Handle.
 	OnEvent func(Event)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -83,11 +89,14 @@ type Stats struct {
 	// Errors counts packets that could not be answered because of a
 	// failure (a lease store error, an exhausted pool, a send error).
 	Errors uint64
+	// EventsDropped counts events Serve could not queue for Deps.OnEvent
+	// because it had fallen too far behind.
+	EventsDropped uint64
 }
 
 // counters are a Server's Stats, updated atomically.
 type counters struct {
-	received, malformed, ignored, replies, errors atomic.Uint64
+	received, malformed, ignored, replies, errors, eventsDropped atomic.Uint64
 }
 
 // offer is an address offered to a client and held for it for a while.
@@ -109,13 +118,27 @@ type Server struct {
 	event  func(Event)
 	now    func() time.Time
 
-	// mu serialises full-mode address decisions and guards offers and
-	// declined.
-	mu       sync.Mutex
-	offers   map[string]offer
-	declined map[netip.Addr]time.Time
+	// mu serialises full-mode address decisions and guards pool. It is
+	// never held while the lease store writes: a lease enters the pool
+	// before it is written, so concurrent requests see the address taken,
+	// and leaves it again if the write fails.
+	mu   sync.Mutex
+	pool *pool
+
+	// queue, while Serve runs, carries events to OnEvent.
+	queue atomic.Pointer[eventQueue]
 
 	stats counters
+}
+
+// eventQueueSize is how many events Serve holds for a slow Deps.OnEvent
+// before it drops them.
+const eventQueueSize = 4096
+
+// eventQueue hands events from the goroutines answering packets to the
+// one calling Deps.OnEvent.
+type eventQueue struct {
+	ch chan Event
 }
 
 // New checks cfg and returns a Server; it opens no socket.
@@ -128,14 +151,19 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		return nil, errors.New("new dhcp server: full mode needs a lease store")
 	}
 	s := &Server{
-		cfg:      v,
-		leases:   deps.Leases,
-		res:      deps.Reservations,
-		log:      deps.Logger,
-		event:    deps.OnEvent,
-		now:      deps.Now,
-		offers:   map[string]offer{},
-		declined: map[netip.Addr]time.Time{},
+		cfg:    v,
+		leases: deps.Leases,
+		res:    deps.Reservations,
+		log:    deps.Logger,
+		event:  deps.OnEvent,
+		now:    deps.Now,
+	}
+	if v.Mode == ModeFull {
+		all, err := deps.Leases.All()
+		if err != nil {
+			return nil, fmt.Errorf("new dhcp server: read leases: %w", err)
+		}
+		s.pool = newPool(v.Range.First, all)
 	}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -155,6 +183,8 @@ func (s *Server) Stats() Stats {
 		Ignored:   s.stats.ignored.Load(),
 		Replies:   s.stats.replies.Load(),
 		Errors:    s.stats.errors.Load(),
+
+		EventsDropped: s.stats.eventsDropped.Load(),
 	}
 }
 
@@ -189,6 +219,18 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	defer closeAll()
+	if s.event != nil {
+		q := &eventQueue{ch: make(chan Event, eventQueueSize)}
+		done := make(chan struct{})
+		delivered := make(chan struct{})
+		go s.deliver(q, done, delivered)
+		s.queue.Store(q)
+		defer func() {
+			s.queue.Store(nil)
+			close(done)
+			<-delivered
+		}()
+	}
 	s.log.InfoContext(ctx, "dhcp serving", "interface", s.cfg.Interface, "server_ip", s.cfg.ServerIP, "ports", ports)
 
 	errs := make(chan error, len(conns))
@@ -249,9 +291,6 @@ func ifaceName(iface string) string {
 // maxPacket bounds a received packet; DHCP messages are far smaller.
 const maxPacket = 8192
 
-// sendTimeout bounds writing one reply.
-const sendTimeout = 5 * time.Second
-
 // A socket whose reads fail maxReadFailures times in a row, readRetryDelay
 // apart, is given up on and Serve returns the error.
 const (
@@ -259,9 +298,19 @@ const (
 	readRetryDelay  = 100 * time.Millisecond
 )
 
-// serveConn reads and answers packets on c until it is closed. pxe is set
+// maxInFlight bounds the packets one socket handles at once. Requests
+// wait for their lease to reach the disk, and a lease store writes the
+// leases of all waiting requests with one flush, so concurrency is what
+// makes durable leases fast.
+const maxInFlight = 256
+
+// serveConn reads packets on c until it is closed and answers each on
+// its own goroutine, waiting for them all before it returns. pxe is set
 // for the port 4011 socket, whose answers go back to the sender.
 func (s *Server) serveConn(ctx context.Context, c net.PacketConn, pxe bool) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	sem := make(chan struct{}, maxInFlight)
 	buf := make([]byte, maxPacket)
 	failures := 0
 	for {
@@ -288,22 +337,52 @@ func (s *Server) serveConn(ctx context.Context, c net.PacketConn, pxe bool) erro
 		}
 		from := ua.AddrPort()
 		from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
-		resp, req := s.handleBytes(ctx, buf[:n], from)
-		if resp == nil {
-			continue
+		pkt := slices.Clone(buf[:n])
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			s.answer(ctx, c, pkt, from, pxe)
+		})
+	}
+}
+
+// answer handles one packet and sends the reply, if any.
+func (s *Server) answer(ctx context.Context, c net.PacketConn, pkt []byte, from netip.AddrPort, pxe bool) {
+	resp, req := s.handleBytes(ctx, pkt, from)
+	if resp == nil {
+		return
+	}
+	dst := replyAddr(req, resp, from, pxe)
+	out := resp.ToBytes()
+	if limit := maxReply(req); len(out) > limit {
+		s.log.WarnContext(ctx, "dhcp reply larger than the client accepts; trim Config.Options", "mac", req.ClientHWAddr.String(), "size", len(out), "limit", limit)
+	}
+	if _, err := c.WriteTo(out, net.UDPAddrFromAddrPort(dst)); err != nil {
+		s.stats.errors.Add(1)
+		s.log.WarnContext(ctx, "dhcp send failed", "to", dst, "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "err", err)
+		return
+	}
+	s.log.DebugContext(ctx, "dhcp sent", "to", dst, "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String())
+}
+
+// deliver calls Deps.OnEvent for each event queued on q until done is
+// closed, then for those still queued, and closes delivered.
+func (s *Server) deliver(q *eventQueue, done <-chan struct{}, delivered chan<- struct{}) {
+	defer close(delivered)
+	for {
+		select {
+		case ev := <-q.ch:
+			s.event(ev)
+		case <-done:
+			for {
+				select {
+				case ev := <-q.ch:
+					s.event(ev)
+				default:
+					return
+				}
+			}
 		}
-		dst := replyAddr(req, resp, from, pxe)
-		out := resp.ToBytes()
-		if limit := maxReply(req); len(out) > limit {
-			s.log.WarnContext(ctx, "dhcp reply larger than the client accepts; trim Config.Options", "mac", req.ClientHWAddr.String(), "size", len(out), "limit", limit)
-		}
-		c.SetWriteDeadline(time.Now().Add(sendTimeout))
-		if _, err := c.WriteTo(out, net.UDPAddrFromAddrPort(dst)); err != nil {
-			s.stats.errors.Add(1)
-			s.log.WarnContext(ctx, "dhcp send failed", "to", dst, "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String(), "err", err)
-			continue
-		}
-		s.log.DebugContext(ctx, "dhcp sent", "to", dst, "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String())
 	}
 }
 
