@@ -250,6 +250,9 @@ func (a *applier) preflight(ctx context.Context) error {
 		return fmt.Errorf("apply: tools the plan needs are not installed: %s", strings.Join(missing, ", "))
 	}
 	if a.o.Target != "" {
+		if abs, err := filepath.Abs(a.o.Target); err == nil && abs == "/" {
+			return errors.New("apply: refusing to mount over the running system's root /")
+		}
 		st, err := os.Stat(a.o.Target)
 		if err != nil {
 			return fmt.Errorf("apply: target: %w", err)
@@ -313,6 +316,9 @@ func (a *applier) check(ctx context.Context, d DiskPlan) error {
 	}
 	if size, err := readInt(filepath.Join("/sys/block", name, "size")); err == nil && size*512 != d.SizeBytes {
 		return fmt.Errorf("disk %s has %d bytes, but the plan was made for %d", d.Path, size*512, d.SizeBytes)
+	}
+	if ss, err := readInt(filepath.Join("/sys/block", name, "queue", "logical_block_size")); err == nil && int(ss) != d.SectorSize {
+		return fmt.Errorf("disk %s has %d-byte sectors, but the plan was made for %d", d.Path, ss, d.SectorSize)
 	}
 	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {

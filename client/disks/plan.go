@@ -275,7 +275,9 @@ func (p *planner) run(targets []Disk) (*Plan, error) {
 	if err := p.lvm(); err != nil {
 		return nil, fmt.Errorf("plan: %w", err)
 	}
-	p.filesystems()
+	if err := p.filesystems(); err != nil {
+		return nil, fmt.Errorf("plan: %w", err)
+	}
 	if !slices.ContainsFunc(p.plan.Filesystems, func(f FilesystemPlan) bool { return f.Mountpoint == "/" }) {
 		return nil, errors.New("plan: the layout's root filesystem is on no planned device")
 	}
@@ -741,7 +743,9 @@ func (p *planner) lvm() error {
 }
 
 // filesystems plans the captured filesystems whose devices are planned.
-func (p *planner) filesystems() {
+// A filesystem goldcast cannot make is left out with a note when it was
+// not mounted (another system's partition), and is an error when it was.
+func (p *planner) filesystems() error {
 	for _, f := range p.l.Filesystems {
 		if f.Device == "" || f.File != "" {
 			if f.Mountpoint != "" || f.Type == "swap" {
@@ -774,8 +778,16 @@ func (p *planner) filesystems() {
 		if !p.o.NewFilesystemUUIDs {
 			fp.UUID = f.UUID
 		}
+		if _, _, err := mkfsCommand(fp); err != nil {
+			if f.Mountpoint != "" {
+				return fmt.Errorf("%s on %s: %w", f.Mountpoint, f.Device, err)
+			}
+			p.note("%s on %s left out: %v", f.Type, f.Device, err)
+			continue
+		}
 		p.plan.Filesystems = append(p.plan.Filesystems, fp)
 	}
+	return nil
 }
 
 // isESP reports whether captured partition dev has the esp flag.

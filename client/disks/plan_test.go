@@ -194,6 +194,23 @@ func TestNewPlan(t *testing.T) {
 			},
 		},
 		{
+			// An unmounted NTFS partition (another system's) is left out
+			// with a note; its partition is still made.
+			name: "unmounted filesystem goldcast cannot make",
+			layout: func() *disklayout.Layout {
+				l := gptLayout()
+				l.Filesystems[2] = disklayout.Filesystem{Device: "/dev/sda2", Type: "ntfs", UUID: "0123456789ABCDEF"}
+				return l
+			}(),
+			targets: []Disk{vda(gib(20))},
+			want: func() *Plan {
+				p := gptPlan("/dev/vda", gib(20), 512, 2048, 20479-2561)
+				p.Filesystems = p.Filesystems[:2]
+				p.Notes = []string{`ntfs on /dev/sda2 left out: filesystem "ntfs" on /dev/vda2: goldcast makes ext2, ext3, ext4, xfs, btrfs, vfat and swap only`}
+				return p
+			}(),
+		},
+		{
 			name: "filesystem on the whole disk",
 			layout: &disklayout.Layout{
 				Disks:       []disklayout.Disk{{Name: "vdb", Path: "/dev/vdb", SizeBytes: gib(1)}},
@@ -310,6 +327,16 @@ func TestNewPlanErrors(t *testing.T) {
 			name: "xfs minimum", layout: biosGrubLayout(), targets: []Disk{vda(200 * MiB)},
 			want: "plan: disk /dev/vda (200 MiB, 198 MiB usable) is too small for the layout of /dev/vda: the partitions need " +
 				"partition 1 (bios_grub) 1 MiB, partition 2 (xfs on /) at least 300 MiB (grows)",
+		},
+		{
+			name: "mounted filesystem goldcast cannot make",
+			layout: func() *disklayout.Layout {
+				l := gptLayout()
+				l.Filesystems[1].Type = "zfs"
+				return l
+			}(),
+			targets: []Disk{vda(gib(20))},
+			want:    `plan: /boot/efi on /dev/sda1: filesystem "zfs" on /dev/vda1: goldcast makes ext2, ext3, ext4, xfs, btrfs, vfat and swap only`,
 		},
 		{
 			name: "no layout", layout: nil, targets: []Disk{vda(gib(2))},
