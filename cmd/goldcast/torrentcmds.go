@@ -207,6 +207,7 @@ peers) as JSON on stdout.`,
 	f.StringVar(&o.StageDir, "stage-dir", "", "keep the stream's pieces here (default: a temporary directory, removed at the end)")
 	f.BoolVar(&o.Staged, "staged", false, "download the whole stream into --stage-dir before extracting")
 	f.StringVar(&pubkey, "pubkey", "", "require a valid signature of the manifest by this public key")
+	f.DurationVar(&o.StallAfter, "stall-after", 10*time.Second, "report the fetch as stalled after this long without progress")
 	f.DurationVar(&o.StallTimeout, "stall-timeout", 0, "give up after this long without progress (0: wait for the server or peers as long as it takes)")
 	a.addJSONFlag(cmd)
 	return cmd

@@ -69,10 +69,12 @@ type Entry struct {
 	SignatureDigest string `json:"signature_digest,omitempty"`
 	InfoHash        string `json:"info_hash"`
 	// Size is the stream's length; PieceLength and Pieces its pieces.
-	Size        int64     `json:"size"`
-	PieceLength int64     `json:"piece_length"`
-	Pieces      int       `json:"pieces"`
-	Created     time.Time `json:"created"`
+	Size        int64 `json:"size"`
+	PieceLength int64 `json:"piece_length"`
+	Pieces      int   `json:"pieces"`
+	// StreamSHA256 is the sha256 of the whole stream file.
+	StreamSHA256 string    `json:"stream_sha256"`
+	Created      time.Time `json:"created"`
 	// Path is the cached stream file.
 	Path string `json:"-"`
 	// InfoBytes is the bencoded info dictionary.
@@ -245,7 +247,10 @@ func (c *Catalog) build(ctx context.Context, v *store.Version, sig string) (*Ent
 	if err := tmp.Close(); err != nil {
 		return nil, fmt.Errorf("torrent of %s: %w", ref, err)
 	}
-	info, infoBytes, err := BuildInfo(tmp.Name(), streamName(ref))
+	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
+		return nil, fmt.Errorf("torrent of %s: %w", ref, err)
+	}
+	info, infoBytes, sum, err := BuildInfo(tmp.Name(), streamName(ref))
 	if err != nil {
 		return nil, fmt.Errorf("torrent of %s: %w", ref, err)
 	}
@@ -265,7 +270,7 @@ func (c *Catalog) build(ctx context.Context, v *store.Version, sig string) (*Ent
 		Image: v.Info.Image, Version: v.Info.Version, Ref: ref,
 		ManifestDigest: v.Info.ManifestDigest, SignatureDigest: sig,
 		Size: info.Length, PieceLength: info.PieceLength, Pieces: info.NumPieces(),
-		Created: time.Now().UTC(), Path: sp, InfoBytes: infoBytes,
+		StreamSHA256: sum, Created: time.Now().UTC(), Path: sp, InfoBytes: infoBytes,
 	}
 	e.InfoHash = e.Hash().HexString()
 	b, err := json.MarshalIndent(cachedMeta{Entry: *e, Info: infoBytes}, "", "  ")
@@ -388,9 +393,40 @@ func (c *Catalog) sweep() error {
 	return nil
 }
 
-// Run calls Sync with the refs wanted at once and then every interval
-// until ctx ends.
+// LoadCached serves again the torrents whose streams are cached from an
+// earlier run and still match their versions, so peers and web seed
+// requests of a wave in progress carry on across a server restart.
+func (c *Catalog) LoadCached(ctx context.Context) {
+	imgs, _ := os.ReadDir(c.cfg.Dir)
+	for _, img := range imgs {
+		files, _ := os.ReadDir(filepath.Join(c.cfg.Dir, img.Name()))
+		for _, f := range files {
+			num, ok := strings.CutSuffix(f.Name(), ".json")
+			if !ok || strings.HasPrefix(num, ".") {
+				continue
+			}
+			v, err := c.cfg.Store.Resolve(img.Name() + "@" + num)
+			if err != nil {
+				continue // sweep removes it
+			}
+			sig, err := signatureDigest(v)
+			if err != nil {
+				continue
+			}
+			if _, err := c.load(v, sig); err != nil {
+				continue // rebuilt on demand
+			}
+			if _, err := c.Ensure(ctx, v); err != nil {
+				c.log.Warn("cannot serve a cached torrent again", "image", v.Ref(), "err", err)
+			}
+		}
+	}
+}
+
+// Run serves the cached torrents again, then calls Sync with the refs
+// wanted at once and every interval until ctx ends.
 func (c *Catalog) Run(ctx context.Context, interval time.Duration, wanted func() []string) error {
+	c.LoadCached(ctx)
 	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {

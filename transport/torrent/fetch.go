@@ -7,9 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"os"
 	"strings"
@@ -80,6 +78,9 @@ type FetchConfig struct {
 	// whole stream; seeding stops earlier when the deploy wave ends (the
 	// tracker knows no peer still fetching). 0: leave at once.
 	SeedTime time.Duration
+	// NoWebSeed ignores the server's web seed: the server's bytes come
+	// from its BitTorrent seeder only.
+	NoWebSeed bool
 	// RateLimit caps download and upload, in bytes per second (0: none).
 	RateLimit int64
 	// PublicKey, when set, requires the version's manifest to be signed
@@ -159,10 +160,9 @@ func (r *Result) PeerShare() float64 {
 
 // fetcher is one fetch in progress.
 type fetcher struct {
-	cfg       FetchConfig
-	log       *slog.Logger
-	http      *http.Client
-	serverIPs map[netip.Addr]bool
+	cfg  FetchConfig
+	log  *slog.Logger
+	http *http.Client
 
 	fromPeers, fromServer, fromWebSeed atomic.Int64
 	mu                                 sync.Mutex
@@ -190,7 +190,7 @@ func Fetch(ctx context.Context, cfg FetchConfig) (*Result, error) {
 	if cfg.Target == "" {
 		return nil, errors.New("torrent fetch: no target directory")
 	}
-	if err := f.resolveServer(ctx); err != nil {
+	if err := f.checkServer(); err != nil {
 		return nil, err
 	}
 	mi, ref, digest, err := f.getTorrent(ctx)
@@ -214,20 +214,11 @@ func (f *fetcher) authorize(h http.Header) {
 	}
 }
 
-// resolveServer learns the server's addresses, to tell its bytes from
-// the other peers'.
-func (f *fetcher) resolveServer(ctx context.Context) error {
+// checkServer checks the server URL.
+func (f *fetcher) checkServer() error {
 	u, err := url.Parse(f.cfg.ServerURL)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("torrent fetch: server URL %q: not a URL", f.cfg.ServerURL)
-	}
-	addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", u.Hostname())
-	if err != nil {
-		return fmt.Errorf("torrent fetch: resolve server %q: %w", u.Hostname(), err)
-	}
-	f.serverIPs = map[netip.Addr]bool{}
-	for _, a := range addrs {
-		f.serverIPs[a.Unmap()] = true
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fmt.Errorf("torrent fetch: server URL %q: not an http(s) URL", f.cfg.ServerURL)
 	}
 	return nil
 }
@@ -282,7 +273,7 @@ func (f *fetcher) received(ev torrent.ReceivedUsefulDataEvent) {
 		return
 	}
 	addr := p.RemoteAddr.String()
-	if ap, err := netip.ParseAddrPort(addr); err == nil && f.serverIPs[ap.Addr().Unmap()] {
+	if pc, ok := p.TryAsPeerConn(); ok && strings.HasPrefix(string(pc.PeerID[:]), ServerPeerIDPrefix) {
 		f.fromServer.Add(n)
 		return
 	}
@@ -306,7 +297,7 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 	} else if err := os.MkdirAll(stageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("torrent fetch: stage directory: %w", err)
 	}
-	cc, err := lockedConfig(f.cfg.ListenAddr, f.log)
+	cc, err := lockedConfig(f.cfg.ListenAddr, NodePeerIDPrefix, f.log)
 	if err != nil {
 		return nil, err
 	}
@@ -314,6 +305,7 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 		cc.UploadRateLimiter = rate.NewLimiter(rate.Limit(f.cfg.RateLimit), 1<<20)
 		cc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(f.cfg.RateLimit), 1<<20)
 	}
+	cc.DisableWebseeds = f.cfg.NoWebSeed
 	cc.HttpRequestDirector = func(r *http.Request) error { f.authorize(r.Header); return nil }
 	cc.WebTransport = headerTransport{base: &http.Transport{MaxConnsPerHost: 10}, f: f}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, f.received)

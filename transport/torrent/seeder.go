@@ -47,7 +47,7 @@ func NewSeeder(cfg SeederConfig) (*Seeder, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	cc, err := lockedConfig(cfg.ListenAddr, log)
+	cc, err := lockedConfig(cfg.ListenAddr, ServerPeerIDPrefix, log)
 	if err != nil {
 		return nil, err
 	}

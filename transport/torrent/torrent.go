@@ -14,6 +14,8 @@
 package torrent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -47,16 +49,16 @@ func PieceLength(size int64) int64 {
 
 // BuildInfo hashes the stream file at path into a private single-file
 // info dictionary named name, returning it with its bencoded bytes (whose
-// sha1 is the info hash).
-func BuildInfo(path, name string) (*metainfo.Info, []byte, error) {
+// sha1 is the info hash) and the whole file's sha256.
+func BuildInfo(path, name string) (*metainfo.Info, []byte, string, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open stream %q: %w", path, err)
+		return nil, nil, "", fmt.Errorf("open stream %q: %w", path, err)
 	}
 	defer f.Close()
 	st, err := f.Stat()
 	if err != nil {
-		return nil, nil, fmt.Errorf("stat stream %q: %w", path, err)
+		return nil, nil, "", fmt.Errorf("stat stream %q: %w", path, err)
 	}
 	private := true
 	info := &metainfo.Info{
@@ -66,15 +68,16 @@ func BuildInfo(path, name string) (*metainfo.Info, []byte, error) {
 		Private:     &private,
 		Source:      "goldcast",
 	}
-	info.Pieces, err = metainfo.GeneratePieces(io.LimitReader(f, st.Size()), info.PieceLength, nil)
+	whole := sha256.New()
+	info.Pieces, err = metainfo.GeneratePieces(io.TeeReader(io.LimitReader(f, st.Size()), whole), info.PieceLength, nil)
 	if err != nil {
-		return nil, nil, fmt.Errorf("hash pieces of %q: %w", path, err)
+		return nil, nil, "", fmt.Errorf("hash pieces of %q: %w", path, err)
 	}
-	mi := metainfo.MetaInfo{}
-	if mi.InfoBytes, err = encodeInfo(info); err != nil {
-		return nil, nil, err
+	infoBytes, err := encodeInfo(info)
+	if err != nil {
+		return nil, nil, "", err
 	}
-	return info, mi.InfoBytes, nil
+	return info, infoBytes, hex.EncodeToString(whole.Sum(nil)), nil
 }
 
 // MetaInfo assembles a .torrent: the info bytes, goldcast's tracker as
@@ -92,10 +95,17 @@ func MetaInfo(infoBytes []byte, announce, webSeed string) *metainfo.MetaInfo {
 	return mi
 }
 
+// Peer ID prefixes (BEP 20): the server's seeder and goldcast nodes.
+// A node tells the server's bytes from its peers' by the prefix.
+const (
+	ServerPeerIDPrefix = "-GC0S01-"
+	NodePeerIDPrefix   = "-GC0N01-"
+)
+
 // lockedConfig is the library client configuration every goldcast peer
 // uses: TCP on listen only, nothing that finds or announces peers
 // anywhere but goldcast's tracker.
-func lockedConfig(listen string, log *slog.Logger) (*torrent.ClientConfig, error) {
+func lockedConfig(listen, peerIDPrefix string, log *slog.Logger) (*torrent.ClientConfig, error) {
 	host, port, err := splitListen(listen)
 	if err != nil {
 		return nil, err
@@ -112,6 +122,7 @@ func lockedConfig(listen string, log *slog.Logger) (*torrent.ClientConfig, error
 	cfg.DisableUTP = true
 	cfg.DisableIPv6 = true
 	cfg.Seed = true
+	cfg.Bep20 = peerIDPrefix
 	// Plain BitTorrent handshakes: the links are the admin's own network
 	// and two CPU cores are better spent on zstd and hashing.
 	cfg.HeaderObfuscationPolicy = torrent.HeaderObfuscationPolicy{Preferred: false, RequirePreferred: false}
