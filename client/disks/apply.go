@@ -520,18 +520,21 @@ func (a *applier) reread(ctx context.Context, name string, d DiskPlan) error {
 	if kernelMatches(name, d) == nil {
 		return nil
 	}
-	// partx -u adds, removes and resizes partitions to match the table;
-	// -d and -a are the fallback when it leaves something behind.
-	_, uerr := a.run(ctx, nil, "partx", "--update", d.Path)
-	if kernelMatches(name, d) == nil {
-		return nil
+	// partx -u adds, removes and resizes partitions to match the table,
+	// but leaves "dos" logical partitions out (util-linux 2.38); -a adds
+	// what is missing; -d then -a starts over.
+	var errs []error
+	for _, args := range [][]string{{"--update"}, {"--add"}, {"--delete"}, {"--add"}} {
+		// Each may fail: -a when some partitions exist, -d when none do.
+		if _, err := a.run(ctx, nil, "partx", append(args, d.Path)...); err != nil {
+			errs = append(errs, err)
+		}
+		if args[0] != "--delete" && kernelMatches(name, d) == nil {
+			return nil
+		}
 	}
-	a.run(ctx, nil, "partx", "--delete", d.Path) // fails when none exist
-	_, aerr := a.run(ctx, nil, "partx", "--add", d.Path)
-	if err := kernelMatches(name, d); err != nil {
-		return fmt.Errorf("re-read partitions of %s: %w (partx -u: %v; partx -a: %v)", d.Path, err, uerr, aerr)
-	}
-	return nil
+	err := kernelMatches(name, d)
+	return fmt.Errorf("re-read partitions of %s: %w (%v)", d.Path, err, errors.Join(errs...))
 }
 
 // kernelMatches compares the kernel's partitions of disk name with d.

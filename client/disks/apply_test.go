@@ -332,6 +332,34 @@ func TestApplyDOS(t *testing.T) {
 	if diff := cmp.Diff([]string{"/", "/boot"}, mps); diff != "" {
 		t.Errorf("mounted (-want +got):\n%s", diff)
 	}
+
+	// Mounted, the disk is refused; unmounted, it is refused for its
+	// data; with Wipe, a GPT layout replaces the extended and logical
+	// partitions.
+	gpt, err := NewPlan(goldenLayout(), []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(context.Background(), gpt, Options{Wipe: true}); !errors.Is(err, ErrInUse) {
+		t.Errorf("Apply on the mounted disk: %v, want ErrInUse", err)
+	}
+	if err := res.Unmount(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Apply(context.Background(), gpt, Options{}); !errors.Is(err, ErrHasData) {
+		t.Errorf("Apply without Wipe: %v, want ErrHasData", err)
+	}
+	applyT(t, gpt, Options{Wipe: true})
+	parts, err := sysPartitions(disk.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{disk.Name + "p1", disk.Name + "p2", disk.Name + "p3"}, parts); diff != "" {
+		t.Errorf("kernel partitions after the GPT layout (-want +got):\n%s", diff)
+	}
+	if got := blkidTags(t, disk.Path+"p3"); got["TYPE"] != "ext4" || got["UUID"] != goldenLayout().Filesystems[0].UUID {
+		t.Errorf("new root: blkid %v", got)
+	}
 }
 
 // TestApplyXFS makes an xfs root with its captured UUID (when xfsprogs is
@@ -821,5 +849,98 @@ func TestSelectDevicePath(t *testing.T) {
 	_, err = Select(ctx, "/dev/disk/by-id/goldcast-no-such-disk")
 	if err == nil || !strings.Contains(err.Error(), "no such device, and no disk has that by-id or by-path name") {
 		t.Errorf("Select of a missing by-id name: %v", err)
+	}
+}
+
+// TestCaptureApplyRoundTripDOS captures a dos disk with logical
+// partitions, applies the capture to a bigger disk, and captures again.
+func TestCaptureApplyRoundTripDOS(t *testing.T) {
+	requireRoot(t, "mkfs.ext4", "mkswap", "lsblk")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	// 1 GiB: /boot 128 MiB (bootable), extended from 129 MiB to the end
+	// holding swap (64 MiB at 130 MiB) and the root (from 195 MiB).
+	golden := loopDisk(t, 1<<30)
+	sh(t, "label: dos\nlabel-id: 0x1234abcd\n"+
+		"start=2048, size=262144, type=83, bootable\n"+
+		"start=264192, type=5\n"+
+		"start=266240, size=131072, type=82\n"+
+		"start=399360, type=83\n",
+		"sfdisk", "--quiet", golden.Path)
+	sh(t, "", "partx", "-a", golden.Path)
+	for _, n := range []int{1, 2, 5, 6} {
+		p := partitionPath(golden.Path, n)
+		if err := ensureNode(ctx, p, filepath.Join("/sys/block", golden.Name, filepath.Base(p), "dev")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sh(t, "", "mkfs.ext4", "-q", "-F", "-L", "boot", "-U", "aaaaaaaa-2222-4222-8333-444444444444", golden.Path+"p1")
+	sh(t, "", "mkswap", "-U", "bbbbbbbb-2222-4222-8333-444444444444", golden.Path+"p5")
+	sh(t, "", "mkfs.ext4", "-q", "-F", "-L", "root", "-U", "cccccccc-2222-4222-8333-444444444444", golden.Path+"p6")
+	gmnt := t.TempDir()
+	sh(t, "", "mount", golden.Path+"p6", gmnt)
+	t.Cleanup(func() { exec.Command("umount", "-R", gmnt).Run() })
+	if err := os.MkdirAll(filepath.Join(gmnt, "boot"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "", "mount", golden.Path+"p1", filepath.Join(gmnt, "boot"))
+	before, err := disklayout.Capture(ctx, gmnt)
+	if err != nil {
+		t.Fatalf("capture golden: %v", err)
+	}
+
+	target := loopDisk(t, 3<<30)
+	plan, err := NewPlan(before, []Disk{target}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmnt := t.TempDir()
+	applyT(t, plan, Options{Target: tmnt})
+	after, err := disklayout.Capture(ctx, tmnt)
+	if err != nil {
+		t.Fatalf("capture target: %v", err)
+	}
+
+	// On 3 GiB the extended partition and the root reach its end; the
+	// other sizes and all starts stay.
+	want := *before
+	want.Root, want.Host, want.CapturedAt, want.Notes = after.Root, after.Host, after.CapturedAt, after.Notes
+	d := before.Disks[0]
+	d.Name, d.Path, d.SizeBytes, d.ID = target.Name, target.Path, target.SizeBytes, after.Disks[0].ID
+	d.Partitions = append([]disklayout.Partition(nil), d.Partitions...)
+	for i := range d.Partitions {
+		p := &d.Partitions[i]
+		p.Path = partitionPath(target.Path, p.Number)
+		p.UUID = strings.TrimPrefix(d.ID, "0x") + p.UUID[8:]
+	}
+	d.Partitions[1].SizeBytes = (3072 - 129) * MiB
+	d.Partitions[3].SizeBytes = (3072 - 195) * MiB
+	want.Disks = []disklayout.Disk{d}
+	want.Filesystems = append([]disklayout.Filesystem(nil), before.Filesystems...)
+	for i := range want.Filesystems {
+		f := &want.Filesystems[i]
+		f.Device = strings.Replace(f.Device, golden.Path, target.Path, 1)
+		if f.Device == target.Path+"p6" {
+			f.SizeBytes = d.Partitions[3].SizeBytes
+		}
+	}
+	ignoreMountOpts := cmp.FilterPath(func(p cmp.Path) bool {
+		s := p.String()
+		return strings.HasSuffix(s, "Filesystems.Options") || strings.HasSuffix(s, "Filesystems.SuperOptions")
+	}, cmp.Ignore())
+	if diff := cmp.Diff(&want, after, ignoreMountOpts); diff != "" {
+		t.Errorf("capture after apply (-want +got):\n%s", diff)
+	}
+	if after.Disks[0].ID == "0x1234abcd" {
+		t.Error("the disk signature was copied; want a new one")
+	}
+	// The golden capture looked as the test built it.
+	var shape []string
+	for _, p := range before.Disks[0].Partitions {
+		shape = append(shape, strings.Join([]string{strconv.Itoa(p.Number), p.Type, strconv.FormatInt(p.StartBytes/MiB, 10), strconv.FormatBool(p.Grow), strings.Join(p.Flags, "+")}, ":"))
+	}
+	if diff := cmp.Diff([]string{"1:83:1:false:boot", "2:5:129:true:", "5:82:130:false:swap", "6:83:195:true:"}, shape); diff != "" {
+		t.Errorf("golden capture (-want +got):\n%s", diff)
 	}
 }

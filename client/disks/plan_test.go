@@ -526,6 +526,28 @@ func TestOverride(t *testing.T) {
 			},
 		},
 		{
+			// grow need not be last: the swap after it keeps its size
+			// and ends at the usable end.
+			name: "grow in the middle",
+			json: `{"disks":[{"partitions":[
+				{"size":"1G","fs":"ext4","mountpoint":"/boot"},
+				{"size":"grow","fs":"ext4","mountpoint":"/"},
+				{"size":"1G","fs":"swap"}]}]}`,
+			want: &Plan{
+				Disks: []DiskPlan{{Source: "override", Path: "/dev/vda", SizeBytes: gib(10), SectorSize: 512, Table: "gpt",
+					Partitions: []PartitionPlan{
+						{Number: 1, Path: "/dev/vda1", Start: s512(1), Size: s512(1024), Type: gptLinux},
+						{Number: 2, Path: "/dev/vda2", Start: s512(1025), Size: s512(10239 - 1024 - 1025), Type: gptLinux},
+						{Number: 3, Path: "/dev/vda3", Start: s512(10239 - 1024), Size: s512(1024), Type: gptSwap, Flags: []string{"swap"}},
+					}}},
+				Filesystems: []FilesystemPlan{
+					{Device: "/dev/vda1", Type: "ext4", Mountpoint: "/boot", SizeBytes: 1024 * MiB},
+					{Device: "/dev/vda2", Type: "ext4", Mountpoint: "/", SizeBytes: (10239 - 1024 - 1025) * MiB},
+					{Device: "/dev/vda3", Type: "swap", SizeBytes: 1024 * MiB},
+				},
+			},
+		},
+		{
 			name: "bios_grub and a raw type GUID",
 			json: `{"disks":[{"partitions":[
 				{"size":"1M","flags":["bios_grub"]},
