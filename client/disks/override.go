@@ -13,7 +13,8 @@ import (
 
 // Override is a partition layout an administrator writes for a node,
 // used instead of the one captured from the golden client. It travels in
-// the node plan as JSON (or YAML with the same keys):
+// the node plan as JSON, or YAML with the same keys (gopkg.in/yaml.v3
+// tags):
 //
 //	{"disks": [{"table": "gpt", "partitions": [
 //	  {"size": "512M", "flags": ["esp"], "fs": "vfat", "mountpoint": "/boot/efi"},
@@ -27,17 +28,17 @@ import (
 // the captured layout alone.
 type Override struct {
 	// Disks are the target disks' layouts, in target order.
-	Disks []DiskOverride `json:"disks"`
+	Disks []DiskOverride `json:"disks" yaml:"disks"`
 }
 
 // DiskOverride is one disk's partition table.
 type DiskOverride struct {
 	// Table is "gpt" (the default) or "dos".
-	Table string `json:"table,omitempty"`
+	Table string `json:"table,omitempty" yaml:"table,omitempty"`
 	// Partitions are laid out in this order from 1 MiB, each on a MiB
 	// boundary. On "dos" at most four are allowed (goldcast makes no
 	// logical partitions from an override).
-	Partitions []PartitionOverride `json:"partitions"`
+	Partitions []PartitionOverride `json:"partitions" yaml:"partitions"`
 }
 
 // PartitionOverride is one partition and the filesystem on it.
@@ -47,39 +48,40 @@ type PartitionOverride struct {
 	// "2G", "500MB"), a percentage of the disk's usable space ("25%"),
 	// or "grow" for the rest of the disk (at most one partition per
 	// disk). Sizes are rounded up to whole MiB.
-	Size Size `json:"size"`
+	Size Size `json:"size" yaml:"size"`
 	// Type is the partition type: "linux" (the default), "esp",
 	// "bios_grub", "raid", "lvm", "swap", or a raw GPT type GUID or
 	// "dos" hexadecimal code. When empty it follows Flags, then FS.
-	Type string `json:"type,omitempty"`
+	Type string `json:"type,omitempty" yaml:"type,omitempty"`
 	// Name is the GPT partition name.
-	Name string `json:"name,omitempty"`
+	Name string `json:"name,omitempty" yaml:"name,omitempty"`
 	// Flags are any of "boot" (the "dos" active flag; on "gpt" the
 	// LegacyBIOSBootable attribute), "legacy_boot", "esp", "bios_grub",
 	// "raid", "lvm" and "swap"; all but the first two also choose Type
 	// when it is empty.
-	Flags []string `json:"flags,omitempty"`
+	Flags []string `json:"flags,omitempty" yaml:"flags,omitempty"`
 	// FS is the filesystem to make: "ext4", "ext3", "ext2", "xfs",
 	// "vfat", "btrfs" or "swap"; empty for none, or for the type of the
 	// captured filesystem at Mountpoint.
-	FS string `json:"fs,omitempty"`
+	FS string `json:"fs,omitempty" yaml:"fs,omitempty"`
 	// Mountpoint is where the filesystem is mounted ("/", "/boot"). When
 	// the captured layout has a filesystem there, its type, label, UUID
 	// and options are the defaults for this one.
-	Mountpoint string `json:"mountpoint,omitempty"`
+	Mountpoint string `json:"mountpoint,omitempty" yaml:"mountpoint,omitempty"`
 	// Label is the filesystem label.
-	Label string `json:"label,omitempty"`
+	Label string `json:"label,omitempty" yaml:"label,omitempty"`
 	// UUID is the filesystem UUID (vfat: "ABCD-1234"); empty for the
 	// captured one at Mountpoint, else a random one.
-	UUID string `json:"uuid,omitempty"`
+	UUID string `json:"uuid,omitempty" yaml:"uuid,omitempty"`
 	// Options are the mount options for /etc/fstab.
-	Options string `json:"options,omitempty"`
+	Options string `json:"options,omitempty" yaml:"options,omitempty"`
 }
 
 // Size is a partition size in an Override: see PartitionOverride.Size.
 type Size string
 
-// UnmarshalJSON accepts a string or a number of MiB.
+// UnmarshalJSON accepts a string or a number of MiB. (YAML decoders
+// read a number into the string as it is written.)
 func (s *Size) UnmarshalJSON(b []byte) error {
 	var str string
 	if err := json.Unmarshal(b, &str); err == nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"gopkg.in/yaml.v3"
 
 	"github.com/goldcast/goldcast/client/disklayout"
 )
@@ -655,5 +656,41 @@ func TestParseSize(t *testing.T) {
 		if got, err := ParseSize(bad, 1); err == nil {
 			t.Errorf("ParseSize(%q) = %d, want an error", bad, got)
 		}
+	}
+}
+
+// TestOverrideYAML reads the documented override from YAML: the same keys,
+// a bare number as MiB.
+func TestOverrideYAML(t *testing.T) {
+	const doc = `
+disks:
+  - table: gpt
+    partitions:
+      - size: 512
+        flags: [esp]
+        fs: vfat
+        mountpoint: /boot/efi
+      - {size: 10%, fs: swap}
+      - size: grow
+        fs: ext4
+        mountpoint: /
+`
+	var ov Override
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(&ov); err != nil {
+		t.Fatal(err)
+	}
+	want := Override{Disks: []DiskOverride{{Table: "gpt", Partitions: []PartitionOverride{
+		{Size: "512", Flags: []string{"esp"}, FS: "vfat", Mountpoint: "/boot/efi"},
+		{Size: "10%", FS: "swap"},
+		{Size: "grow", FS: "ext4", Mountpoint: "/"},
+	}}}}
+	if diff := cmp.Diff(want, ov); diff != "" {
+		t.Errorf("yaml override (-want +got):\n%s", diff)
+	}
+	fixed, _, _, err := ov.Disks[0].Partitions[0].Size.parse()
+	if err != nil || fixed != 512 {
+		t.Errorf("size 512 = %d MiB, %v; want 512 MiB", fixed, err)
 	}
 }
