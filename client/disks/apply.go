@@ -159,6 +159,7 @@ type applier struct {
 	log  *slog.Logger
 }
 
+// step logs a step and tells Options.Progress.
 func (a *applier) step(s string) {
 	a.log.Info("disks: " + s)
 	if a.o.Progress != nil {
@@ -166,6 +167,7 @@ func (a *applier) step(s string) {
 	}
 }
 
+// run runs a tool with no input, logging it.
 func (a *applier) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	a.log.Debug("disks: run", "cmd", name, "args", args)
 	return run(ctx, env, nil, name, args...)

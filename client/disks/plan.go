@@ -219,9 +219,17 @@ func NewPlan(l *disklayout.Layout, targets []Disk, o PlanOptions) (*Plan, error)
 	if len(targets) == 0 {
 		return nil, errors.New("plan: no target disk")
 	}
-	for _, t := range targets {
+	for i, t := range targets {
 		if t.SizeBytes <= 0 {
 			return nil, fmt.Errorf("plan: target disk %s has no size", t.Path)
+		}
+		if t.Path == "" {
+			return nil, fmt.Errorf("plan: target disk %d has no path", i+1)
+		}
+		for _, u := range targets[:i] {
+			if u.Path == t.Path {
+				return nil, fmt.Errorf("plan: target disk %s is named twice", t.Path)
+			}
 		}
 	}
 	if o.Override != nil {
@@ -245,10 +253,13 @@ type planner struct {
 	sizes map[string]int64
 }
 
+// note records why part of the layout was left out.
 func (p *planner) note(format string, args ...any) {
 	p.plan.Notes = append(p.plan.Notes, fmt.Sprintf(format, args...))
 }
 
+// run plans the disks in diskOrder on the targets, then RAID, LVM and
+// the filesystems.
 func (p *planner) run(targets []Disk) (*Plan, error) {
 	order, err := p.diskOrder()
 	if err != nil {

@@ -348,6 +348,10 @@ func TestNewPlanErrors(t *testing.T) {
 			want: "plan: 2 target disks, but the layout has 1",
 		},
 		{
+			name: "same target twice", layout: raidLayout(), targets: []Disk{vda(gib(2)), vda(gib(2))},
+			want: "plan: target disk /dev/vda is named twice",
+		},
+		{
 			name: "no target", layout: gptLayout(),
 			want: "plan: no target disk",
 		},
