@@ -92,6 +92,46 @@ type Server struct {
 	// need a token. The address part must have no bits set beyond the
 	// prefix length.
 	AllowNetworks []string `yaml:"allow_networks"`
+	// TFTPListen is the UDP address, host:port, the TFTP server handing
+	// out iPXE binaries listens on, such as ":69". Empty turns TFTP off.
+	TFTPListen string `yaml:"tftp_listen"`
+	// BootDir is the TFTP root holding undionly.kpxe, ipxe.efi and
+	// snponly.efi. Empty means the binaries of Debian's ipxe package.
+	BootDir string `yaml:"boot_dir"`
+	// UnknownNodes says what a machine whose MAC no node record holds gets
+	// when it network-boots: "menu" (the default) shows a boot menu and
+	// leaves the machine alone; "register" boots the goldcast initramfs,
+	// which reports the machine's hardware, and records it as a node
+	// named discovered-<mac> (boot action local) for the admin to adopt.
+	UnknownNodes string `yaml:"unknown_nodes"`
+	// DHCP configures goldcast's own DHCP server.
+	DHCP DHCP `yaml:"dhcp"`
+}
+
+// DHCP configures the DHCP server. Command-line flags override each field.
+type DHCP struct {
+	// Mode is "full" (hand out addresses and boot information), "proxy"
+	// (boot information only, beside another DHCP server) or "off" (the
+	// default).
+	Mode string `yaml:"mode"`
+	// Interface is the network interface DHCP serves; its first IPv4
+	// address is the server identifier and the boot server.
+	Interface string `yaml:"interface"`
+	// Range is the full-mode pool, "FIRST-LAST", such as
+	// "10.0.0.100-10.0.0.199". Node records' ips are reservations and
+	// should lie outside it.
+	Range string `yaml:"range"`
+	// Router is the default gateway handed out in full mode.
+	Router string `yaml:"router"`
+	// DNS lists the name servers handed out in full mode.
+	DNS []string `yaml:"dns"`
+	// LeaseTime is how long a full-mode lease lasts, as a Go duration
+	// ("1h", "30m"); empty means one hour.
+	LeaseTime string `yaml:"lease_time"`
+	// SystemImagerOptions, when true, adds SystemImager's option 140 (the
+	// image server's address: this server) to full-mode answers, for
+	// installers that read it.
+	SystemImagerOptions bool `yaml:"systemimager_options"`
 }
 
 // Node declares one machine, or, when Name is a host range, several machines

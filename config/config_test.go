@@ -260,7 +260,7 @@ nodes:
 colour: blue
 `,
 			want: []string{
-				`goldcast.yaml:3: server.port: unknown field; known fields are listen, rsync_listen, allow_networks`,
+				`goldcast.yaml:3: server.port: unknown field; known fields are listen, rsync_listen, allow_networks, tftp_listen, boot_dir, unknown_nodes, dhcp`,
 				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars`,
 				`goldcast.yaml:7: colour: unknown field; known fields are server, nodes, groups, overrides`,
 			},
@@ -371,6 +371,39 @@ nodes:
 				`goldcast.yaml:14: nodes[1].ips[0]: IP 10.0.0.11 already belongs to a at line 11`,
 				`goldcast.yaml:16: nodes[2].macs: 2 addresses for the 3 nodes "c[1-3]" declares; give one per node, in order, or none`,
 				`goldcast.yaml:17: nodes[2].ips[2]: IP 10.0.0.11 already belongs to a at line 11`,
+			},
+		},
+		{
+			name: "netboot settings",
+			content: `server:
+  tftp_listen: ":tftp"
+  unknown_nodes: adopt
+  dhcp:
+    mode: relay
+    range: 10.0.0.200-10.0.0.100
+    router: gateway
+    dns: [10.0.0.1, "::1"]
+    lease_time: 10s
+`,
+			want: []string{
+				`goldcast.yaml:2: server.tftp_listen: ":tftp": port "tftp" is not a number from 0 to 65535`,
+				`goldcast.yaml:3: server.unknown_nodes: "adopt": want menu or register`,
+				`goldcast.yaml:5: server.dhcp.mode: "relay": want full, proxy or off`,
+				`goldcast.yaml:6: server.dhcp.range: "10.0.0.200-10.0.0.100": the last address is below the first`,
+				`goldcast.yaml:7: server.dhcp.router: "gateway" is not an IPv4 address`,
+				`goldcast.yaml:8: server.dhcp.dns[1]: "::1" is not an IPv4 address`,
+				`goldcast.yaml:9: server.dhcp.lease_time: "10s": want a duration of at least 1m, such as 1h or 30m`,
+			},
+		},
+		{
+			name: "full mode needs an interface and a range",
+			content: `server:
+  dhcp:
+    mode: full
+`,
+			want: []string{
+				`goldcast.yaml:3: server.dhcp.interface: a DHCP server must know which interface it serves: set server.dhcp.interface`,
+				`goldcast.yaml:3: server.dhcp.range: full mode needs an address pool, such as 10.0.0.100-10.0.0.199`,
 			},
 		},
 		{

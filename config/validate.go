@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/goldcast/goldcast/images/ref"
 )
@@ -50,6 +51,57 @@ func validateServer(s *Server, r reporter) {
 			continue
 		}
 		s.AllowNetworks[i] = p.String()
+	}
+	if s.TFTPListen != "" {
+		if err := checkListen(s.TFTPListen); err != nil {
+			r.report("server.tftp_listen", err)
+		}
+	}
+	switch s.UnknownNodes {
+	case "", "menu", "register":
+	default:
+		r.report("server.unknown_nodes", fmt.Errorf("%q: want menu or register", s.UnknownNodes))
+	}
+	validateDHCP(&s.DHCP, r)
+}
+
+// validateDHCP checks the server.dhcp section.
+func validateDHCP(d *DHCP, r reporter) {
+	switch d.Mode {
+	case "", "off", "full", "proxy":
+	default:
+		r.report("server.dhcp.mode", fmt.Errorf("%q: want full, proxy or off", d.Mode))
+	}
+	if (d.Mode == "full" || d.Mode == "proxy") && d.Interface == "" {
+		r.report("server.dhcp.interface", errors.New("a DHCP server must know which interface it serves: set server.dhcp.interface"))
+	}
+	if d.Range != "" {
+		first, last, ok := strings.Cut(d.Range, "-")
+		a, err1 := netip.ParseAddr(strings.TrimSpace(first))
+		b, err2 := netip.ParseAddr(strings.TrimSpace(last))
+		switch {
+		case !ok || err1 != nil || err2 != nil || !a.Is4() || !b.Is4():
+			r.report("server.dhcp.range", fmt.Errorf("%q: want FIRST-LAST IPv4 addresses, such as 10.0.0.100-10.0.0.199", d.Range))
+		case b.Less(a):
+			r.report("server.dhcp.range", fmt.Errorf("%q: the last address is below the first", d.Range))
+		}
+	} else if d.Mode == "full" {
+		r.report("server.dhcp.range", errors.New("full mode needs an address pool, such as 10.0.0.100-10.0.0.199"))
+	}
+	if d.Router != "" {
+		if a, err := netip.ParseAddr(d.Router); err != nil || !a.Is4() {
+			r.report("server.dhcp.router", fmt.Errorf("%q is not an IPv4 address", d.Router))
+		}
+	}
+	for i, n := range d.DNS {
+		if a, err := netip.ParseAddr(n); err != nil || !a.Is4() {
+			r.report(index("server.dhcp.dns", i), fmt.Errorf("%q is not an IPv4 address", n))
+		}
+	}
+	if d.LeaseTime != "" {
+		if t, err := time.ParseDuration(d.LeaseTime); err != nil || t < time.Minute {
+			r.report("server.dhcp.lease_time", fmt.Errorf("%q: want a duration of at least 1m, such as 1h or 30m", d.LeaseTime))
+		}
 	}
 }
 

@@ -34,6 +34,20 @@ type bootHandler struct {
 	cluster *cluster
 	state   *state.Store
 	log     *slog.Logger
+	// unknownNodes is "register" to boot unknown machines into the
+	// initramfs and record them, "menu" to show them a menu; empty
+	// follows server.unknown_nodes of the running goldcast.yaml.
+	unknownNodes string
+}
+
+// DiscoveredPrefix starts the names of nodes the server records for
+// machines it did not know (unknown_nodes: register).
+const DiscoveredPrefix = "discovered-"
+
+// DiscoveredName is the node name a registered unknown machine gets:
+// DiscoveredPrefix and its MAC in lowercase hex without separators.
+func DiscoveredName(mac net.HardwareAddr) string {
+	return DiscoveredPrefix + strings.ReplaceAll(mac.String(), ":", "")
 }
 
 func (h *bootHandler) bootDir() string { return filepath.Join(h.dataDir, "boot") }
@@ -60,10 +74,17 @@ func (h *bootHandler) script(w http.ResponseWriter, r *http.Request) {
 	base := "http://" + r.Host
 	s := ipxe.Script{MAC: mac.String(), ServerURL: base}
 	node, known := findByMAC(h.cluster.Get(), mac)
+	unknown := h.unknownNodes
+	if unknown == "" {
+		unknown = h.cluster.Get().Server.UnknownNodes
+	}
+	if !known && unknown == "register" {
+		node, known = config.Node{Name: DiscoveredName(mac), Boot: config.Boot(ipxe.Register)}, true
+	}
 	if known {
 		s.Node, s.Action, s.KernelArgs = node.Name, ipxe.Action(node.Boot), node.KernelArgs
 		s.KernelURL, s.InitrdURL = base+"/boot/files/"+BootKernel, base+"/boot/files/"+BootInitrd
-		if s.Action == ipxe.Install || s.Action == ipxe.Rescue {
+		if s.Action == ipxe.Install || s.Action == ipxe.Rescue || s.Action == ipxe.Register {
 			if s.Token, err = IssueNodeToken(h.dataDir, node.Name); err != nil {
 				http.Error(w, "#!ipxe\necho goldcast: "+err.Error()+"\n", http.StatusInternalServerError)
 				return
@@ -134,7 +155,55 @@ func (h *bootHandler) report(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	if strings.HasPrefix(rep.Node, DiscoveredPrefix) {
+		if err := h.register(rep); err != nil {
+			h.log.Error("register discovered machine", "node", rep.Node, "err", err)
+			writeError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// register records a machine that booted with the register action as a
+// node of goldcast.yaml (boot action local, so it does not boot into the
+// initramfs again), its hardware in the node's variables, unless a node
+// of that name or with its MAC exists already.
+func (h *bootHandler) register(rep api.BootReport) error {
+	var mac net.HardwareAddr
+	for _, m := range rep.MACs {
+		if hw, err := net.ParseMAC(m); err == nil && DiscoveredName(hw) == rep.Node {
+			mac = hw
+		}
+	}
+	if mac == nil {
+		return fmt.Errorf("report of %s names none of its MACs (%s)", rep.Node, strings.Join(rep.MACs, " "))
+	}
+	var added bool
+	err := h.cluster.Edit(func(ed *config.Editor) (bool, error) {
+		c := h.cluster.Get()
+		if _, ok := findByMAC(c, mac); ok {
+			return false, nil
+		}
+		for _, n := range c.ExpandedNodes() {
+			if n.Name == rep.Node {
+				return false, nil
+			}
+		}
+		vars := map[string]string{
+			"cpus": fmt.Sprint(rep.CPUs), "memory_mb": fmt.Sprint(rep.MemoryKB / 1024),
+			"disks": strings.Join(rep.Disks, " "), "machine": rep.Machine, "discovered": time.Now().UTC().Format(time.RFC3339),
+		}
+		added = true
+		return true, ed.AddNode(config.Node{Name: rep.Node, MACs: []string{mac.String()}, Boot: config.BootLocal, Vars: vars})
+	})
+	if err != nil {
+		return err
+	}
+	if added {
+		h.event(rep.Node, "registered", fmt.Sprintf("unknown machine %s registered as node %s (boot local): adopt it with goldcast node set %s --image IMG --boot install, or rename it", mac, rep.Node, rep.Node), map[string]string{"mac": mac.String()})
+	}
+	return nil
 }
 
 func (h *bootHandler) event(node, stage, msg string, fields map[string]string) {

@@ -3,11 +3,13 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -26,6 +28,8 @@ type cluster struct {
 	stamp atomic.Value
 	// onReload is told of every configuration that replaced the last.
 	onReload func(*config.Config)
+	// editMu serializes the server's own edits of the file.
+	editMu sync.Mutex
 }
 
 func newCluster(cfg Config, log *slog.Logger) (*cluster, error) {
@@ -116,4 +120,28 @@ func (c *cluster) Watch(ctx context.Context, interval time.Duration) error {
 			}
 		}
 	}
+}
+
+// Edit changes goldcast.yaml through the comment-preserving editor (the
+// same one the node and group commands use), saves it atomically and
+// loads the result. edit returns false when it changed nothing.
+// Conflicting writers are caught by the editor (ConflictError).
+func (c *cluster) Edit(edit func(*config.Editor) (bool, error)) error {
+	c.editMu.Lock()
+	defer c.editMu.Unlock()
+	ed, err := config.OpenEditor(c.path)
+	if err != nil {
+		return fmt.Errorf("edit %s: %w", c.path, err)
+	}
+	changed, err := edit(ed)
+	if err != nil || !changed {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(c.path), 0o755); err != nil {
+		return fmt.Errorf("edit %s: %w", c.path, err)
+	}
+	if err := ed.Save(); err != nil {
+		return fmt.Errorf("save %s: %w", c.path, err)
+	}
+	return c.Reload()
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -39,6 +40,17 @@ type NetbootConfig struct {
 	DHCPRange string
 	// DHCPRouter is the default gateway handed out (optional).
 	DHCPRouter string
+	// DHCPDNS lists the name servers handed out in full mode.
+	DHCPDNS []string
+	// DHCPLeaseTime is the full-mode lease duration (0: one hour).
+	DHCPLeaseTime time.Duration
+	// SystemImagerOptions adds option 140 (this server's address) to
+	// full-mode answers, as SystemImager's installers expect.
+	SystemImagerOptions bool
+	// UnknownNodes is what machines without a node record get at network
+	// boot: "menu" or "register" (see config.Server); empty follows
+	// server.unknown_nodes of the running goldcast.yaml.
+	UnknownNodes string
 }
 
 // startNetboot starts TFTP and DHCP as the configuration asks, in g.
@@ -99,6 +111,18 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 		if cfg.Router, err = netip.ParseAddr(nc.DHCPRouter); err != nil {
 			return fmt.Errorf("--dhcp-router: %w", err)
 		}
+	}
+	for _, d := range nc.DHCPDNS {
+		a, err := netip.ParseAddr(strings.TrimSpace(d))
+		if err != nil || !a.Is4() {
+			return fmt.Errorf("--dhcp-dns %q: want IPv4 addresses", d)
+		}
+		cfg.DNS = append(cfg.DNS, a)
+	}
+	cfg.LeaseTime = nc.DHCPLeaseTime
+	if nc.SystemImagerOptions {
+		b := ip.As4()
+		cfg.Options = map[uint8][]byte{dhcp.OptionImageServer: b[:]}
 	}
 	deps := dhcp.Deps{Logger: log, Reservations: reservations{cl}, OnEvent: func(e dhcp.Event) {
 		node := ""

@@ -170,7 +170,7 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer tor.close()
-	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr}, tor)
+	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr}, tor, cfg.Netboot.UnknownNodes)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 
 	ready := Ready{HTTPAddr: httpLn.Addr().String(), TokenPath: tokenPath, Fingerprint: fingerprint}
@@ -264,10 +264,10 @@ func parseNetworks(nets []string) ([]netip.Prefix, error) {
 }
 
 // newHandler builds the HTTP routes.
-func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo, tor *torrentService) http.Handler {
+func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo, tor *torrentService, unknownNodes string) http.Handler {
 	images := &imageHandler{store: st, log: log, metrics: m, indexes: newIndexCache(8)}
 	nodes := &nodeHandler{store: st, overrides: ov, cluster: cl, images: images, log: log, trees: map[string]*servedTree{}}
-	boot := &bootHandler{dataDir: st.Root(), cluster: cl, state: db, log: log}
+	boot := &bootHandler{dataDir: st.Root(), cluster: cl, state: db, log: log, unknownNodes: unknownNodes}
 	captures := &captureHandler{store: st, state: db, log: log, metrics: m, staleAfter: captureTimeout, work: map[string]*captureWork{}}
 	mux := http.NewServeMux()
 	route := func(pattern string, h http.HandlerFunc) {

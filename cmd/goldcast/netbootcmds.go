@@ -14,7 +14,7 @@ import (
 
 func newNetbootCommand(a *app) *cobra.Command {
 	cmd := &cobra.Command{Use: "netboot", Short: "Build what network-booting nodes load"}
-	var kver, modules, out, fromImage, busybox, compression, kernelOut string
+	var kver, modules, out, fromImage, busybox, compression, kernelOut, toolsRoot string
 	var extra, tools, firmware []string
 	var noTools bool
 	ird := &cobra.Command{
@@ -34,10 +34,11 @@ func newNetbootCommand(a *app) *cobra.Command {
     busybox-static);
   - firmware files on request (--firmware).
 
-Programs and modules come from this machine, or with --from-image NAME[@V]
-from that image's tree: the golden client's own kernel, modules and tools
-(SystemImager's "use your own kernel"); --kernel-out then copies the
-image's kernel too.
+Modules come from this machine, or with --from-image NAME[@V] from that
+image's tree: the golden client's own kernel and modules (SystemImager's
+"use your own kernel"); --kernel-out then copies the image's kernel too.
+Programs come from this machine (--tools-root names another root of the
+same architecture).
 
 Booted by iPXE with the node's command line, it brings up the network by
 DHCP, reports to the server and runs the node's boot action. Put the kernel
@@ -53,6 +54,9 @@ DATA/boot/goldcast-initrd.img for the server to serve.`,
 				return errors.New("--kernel-version V and -o FILE are required")
 			}
 			root := "/"
+			if toolsRoot == "" {
+				toolsRoot = "/"
+			}
 			if fromImage != "" {
 				s, err := a.existingStore()
 				if err != nil {
@@ -78,7 +82,7 @@ DATA/boot/goldcast-initrd.img for the server to serve.`,
 				Goldcast: self, KernelVersion: kver, ModulesDir: modules,
 				Modules:     append(initramfs.DefaultModules(), extra...),
 				Compression: initramfs.Compression(compression),
-				ToolsRoot:   root, Firmware: firmware,
+				ToolsRoot:   toolsRoot, Firmware: firmware,
 				Log: a.log,
 			}
 			if !noTools {
@@ -86,10 +90,10 @@ DATA/boot/goldcast-initrd.img for the server to serve.`,
 				opt.OptionalTools = initramfs.DefaultOptionalTools()
 				opt.Busybox = busybox
 				if opt.Busybox == "" {
-					opt.Busybox = findBusybox(root)
+					opt.Busybox = findBusybox(toolsRoot)
 				}
 				if opt.Busybox == "" {
-					a.printf("note: no busybox under %s: the initramfs has no rescue shell (apt-get install busybox-static)\n", root)
+					a.printf("note: no busybox under %s: the initramfs has no rescue shell (apt-get install busybox-static)\n", toolsRoot)
 				}
 			}
 			if kernelOut != "" {
@@ -119,7 +123,7 @@ DATA/boot/goldcast-initrd.img for the server to serve.`,
 			if err != nil {
 				return err
 			}
-			a.printf("wrote %s (%.1f MiB; init: %s, kernel %s, programs from %s)\n", out, float64(fi.Size())/(1<<20), self, kver, root)
+			a.printf("wrote %s (%.1f MiB; init: %s, kernel %s, modules from %s, programs from %s)\n", out, float64(fi.Size())/(1<<20), self, kver, modules, toolsRoot)
 			return nil
 		},
 	}
@@ -127,10 +131,11 @@ DATA/boot/goldcast-initrd.img for the server to serve.`,
 	ird.Flags().StringVar(&modules, "modules-dir", "", "module tree (default /lib/modules/VERSION, inside the image with --from-image)")
 	ird.Flags().StringVarP(&out, "output", "o", "", "initramfs file to write (required)")
 	ird.Flags().StringArrayVar(&extra, "module", nil, "extra kernel module to include (repeatable)")
-	ird.Flags().StringVar(&fromImage, "from-image", "", "take modules, programs and busybox from this image version (NAME or NAME@V) instead of this machine")
+	ird.Flags().StringVar(&fromImage, "from-image", "", "take the kernel modules (and --kernel-out's kernel) from this image version (NAME or NAME@V)")
+	ird.Flags().StringVar(&toolsRoot, "tools-root", "/", "root directory the install programs and busybox are copied from")
 	ird.Flags().StringArrayVar(&tools, "tool", nil, "extra program to include with its libraries (repeatable)")
 	ird.Flags().StringArrayVar(&firmware, "firmware", nil, "firmware file or pattern under /lib/firmware to include (repeatable)")
-	ird.Flags().StringVar(&busybox, "busybox", "", "busybox binary for the rescue shell (default: /bin/busybox or /usr/bin/busybox when present)")
+	ird.Flags().StringVar(&busybox, "busybox", "", "busybox binary inside --tools-root for the rescue shell (default: /bin/busybox or /usr/bin/busybox when present)")
 	ird.Flags().BoolVar(&noTools, "no-tools", false, "leave out the install programs and busybox (an initramfs that can only report)")
 	ird.Flags().StringVar(&compression, "compression", "gzip", "gzip, zstd or none")
 	ird.Flags().StringVar(&kernelOut, "kernel-out", "", "also copy the kernel (/boot/vmlinuz-V of this machine or the image) to this file")

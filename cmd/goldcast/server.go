@@ -8,7 +8,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
+	"github.com/goldcast/goldcast/config"
 	"github.com/goldcast/goldcast/server"
 )
 
@@ -45,6 +47,12 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 			if !cmd.Flags().Changed("rsync") {
 				cfg.RsyncAddr = unprivileged(c.Server.RsyncListen, 8730)
 			}
+			netbootFromConfig(cmd.Flags(), &cfg.Netboot, c.Server)
+			switch cfg.Netboot.UnknownNodes {
+			case "", "menu", "register":
+			default:
+				return fmt.Errorf("--unknown-nodes %q: want menu or register", cfg.Netboot.UnknownNodes)
+			}
 			cfg.DataDir, cfg.ConfigPath, cfg.Logger = a.dataDir, a.configPath, a.log
 			cfg.Ready = func(r server.Ready) {
 				fmt.Fprintf(a.out, "goldcast server listening\n  API:    %s\n", r.URL)
@@ -79,7 +87,36 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 	f.StringVar(&cfg.Netboot.DHCPInterface, "dhcp-interface", "", "interface DHCP serves (required with --dhcp-mode)")
 	f.StringVar(&cfg.Netboot.DHCPRange, "dhcp-range", "", "full-mode address pool FIRST-LAST, e.g. 10.0.0.100-10.0.0.199")
 	f.StringVar(&cfg.Netboot.DHCPRouter, "dhcp-router", "", "default gateway handed out in full mode")
+	f.StringSliceVar(&cfg.Netboot.DHCPDNS, "dhcp-dns", nil, "name servers handed out in full mode (comma-separated)")
+	f.DurationVar(&cfg.Netboot.DHCPLeaseTime, "dhcp-lease-time", time.Hour, "full-mode lease duration")
+	f.StringVar(&cfg.Netboot.UnknownNodes, "unknown-nodes", "", "what a machine no node record knows gets at network boot: menu, or register (boots the initramfs and records it as discovered-<mac>); default: server.unknown_nodes of goldcast.yaml, else menu")
 	return cmd
+}
+
+// netbootFromConfig fills the netboot settings no flag gave from the
+// server section of goldcast.yaml: flags win over the file.
+func netbootFromConfig(flags *pflag.FlagSet, nc *server.NetbootConfig, s config.Server) {
+	set := func(flag string, dst *string, v string) {
+		if !flags.Changed(flag) && v != "" {
+			*dst = v
+		}
+	}
+	set("tftp", &nc.TFTPAddr, s.TFTPListen)
+	set("boot-dir", &nc.BootDir, s.BootDir)
+	set("dhcp-mode", &nc.DHCPMode, s.DHCP.Mode)
+	set("dhcp-interface", &nc.DHCPInterface, s.DHCP.Interface)
+	set("dhcp-range", &nc.DHCPRange, s.DHCP.Range)
+	set("dhcp-router", &nc.DHCPRouter, s.DHCP.Router)
+	if !flags.Changed("dhcp-dns") && len(s.DHCP.DNS) > 0 {
+		nc.DHCPDNS = s.DHCP.DNS
+	}
+	if !flags.Changed("dhcp-lease-time") && s.DHCP.LeaseTime != "" {
+		// Load checked the duration.
+		if d, err := time.ParseDuration(s.DHCP.LeaseTime); err == nil {
+			nc.DHCPLeaseTime = d
+		}
+	}
+	nc.SystemImagerOptions = s.DHCP.SystemImagerOptions
 }
 
 // unprivileged swaps a privileged port for alt when not running as root.

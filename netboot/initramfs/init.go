@@ -50,6 +50,9 @@ const (
 	actionReboot   = "reboot"
 	actionShell    = "shell"
 	actionRescue   = "rescue"
+	// actionRegister reports an unknown machine's hardware, then powers
+	// it off.
+	actionRegister = "register"
 )
 
 // bootConfig is what InitMain reads from the kernel command line.
@@ -115,9 +118,9 @@ func parseCmdline(cmdline string) (bootConfig, error) {
 		return c, errors.New("kernel command line: no goldcast.node=NAME")
 	}
 	switch c.Action {
-	case "", actionPowerOff, actionInstall, actionReboot, actionShell, actionRescue:
+	case "", actionPowerOff, actionInstall, actionReboot, actionShell, actionRescue, actionRegister:
 	default:
-		return c, fmt.Errorf("kernel command line: unknown goldcast.action=%q (want install, poweroff, reboot, shell or rescue)", c.Action)
+		return c, fmt.Errorf("kernel command line: unknown goldcast.action=%q (want install, poweroff, reboot, shell, rescue or register)", c.Action)
 	}
 	return c, nil
 }

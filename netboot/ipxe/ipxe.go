@@ -1,7 +1,8 @@
 // Package ipxe renders the iPXE scripts goldcast hands each
 // network-booting node: install (kernel and the goldcast initramfs with a
 // command line naming the server, the node and its boot token), local
-// (boot the disk), rescue (the initramfs with a shell), and a menu for
+// (boot the disk), rescue (the initramfs with a shell), register (the
+// initramfs reports an unknown machine's hardware), and a menu for
 // machines goldcast does not know.
 package ipxe
 
@@ -21,6 +22,10 @@ const (
 	Install Action = "install"
 	Local   Action = "local"
 	Rescue  Action = "rescue"
+	// Register boots an unknown machine into the initramfs, which reports
+	// its hardware (the server records it as discovered-<mac>) and powers
+	// it off.
+	Register Action = "register"
 )
 
 // Script describes one node's boot.
@@ -69,7 +74,7 @@ func Render(s Script) ([]byte, error) {
 		return execute(menuTmpl, s)
 	}
 	switch s.Action {
-	case Install, Rescue:
+	case Install, Rescue, Register:
 		if s.KernelURL == "" || s.InitrdURL == "" {
 			return nil, fmt.Errorf("ipxe script for %s: %s needs a kernel and an initramfs (goldcast netboot initramfs)", s.Node, s.Action)
 		}

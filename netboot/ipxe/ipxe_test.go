@@ -21,6 +21,7 @@ func TestRenderGolden(t *testing.T) {
 		{"install", Script{Node: "node007", Action: Install, KernelURL: "http://10.0.0.1:8080/boot/files/vmlinuz",
 			InitrdURL: "http://10.0.0.1:8080/boot/files/goldcast-initrd.img", ServerURL: "http://10.0.0.1:8080", Token: "ab12", KernelArgs: "quiet net.ifnames=0"}},
 		{"rescue", Script{Node: "node007", Action: Rescue, KernelURL: "http://s/boot/files/vmlinuz", InitrdURL: "http://s/boot/files/initrd.img", ServerURL: "http://s", Token: "t"}},
+		{"register", Script{Node: "discovered-525400123456", Action: Register, KernelURL: "http://s/boot/files/vmlinuz", InitrdURL: "http://s/boot/files/initrd.img", ServerURL: "http://s", Token: "t", MAC: "52:54:00:12:34:56"}},
 		{"local", Script{Node: "node007", Action: Local}},
 		{"unknown", Script{MAC: "52:54:00:12:34:56"}},
 	}
