@@ -232,12 +232,17 @@ func planOverride(l *disklayout.Layout, targets []Disk, o PlanOptions) (*Plan, e
 		dp := DiskPlan{Source: "override", Path: t.Path, SizeBytes: t.SizeBytes, SectorSize: sectorSize(t), Table: table}
 		var ls []leaf
 		grows := 0
+		var percents float64
 		var fss []FilesystemPlan
 		for pi, po := range d.Partitions {
 			where := fmt.Sprintf("override disk %d partition %d", di+1, pi+1)
 			fixed, pct, grow, err := po.Size.parse()
 			if err != nil {
 				return nil, fmt.Errorf("plan: %s: %w", where, err)
+			}
+			percents += pct
+			if percents > 100 {
+				return nil, fmt.Errorf("plan: %s: the percentages of override disk %d add up to more than 100%%", where, di+1)
 			}
 			if grow {
 				grows++

@@ -614,6 +614,8 @@ func TestOverrideErrors(t *testing.T) {
 			"plan: disk /dev/vda (1024 MiB, 1022 MiB usable) is too small for the layout of the override: the partitions need " +
 				"partition 1 (swap) 2048 MiB, partition 2 (ext4 on /) at least 8 MiB (grows); shrunk in proportion to fit, " +
 				"partition 2 (ext4 on /) would get 4 MiB, below its minimum of 8 MiB"},
+		{"percent over 100", `{"disks":[{"partitions":[{"size":"60%","fs":"swap"},{"size":"50%","fs":"ext4","mountpoint":"/"}]}]}`,
+			"plan: override disk 1 partition 2: the percentages of override disk 1 add up to more than 100%"},
 		{"five on dos", `{"disks":[{"table":"dos","partitions":[{"size":1},{"size":1},{"size":1},{"size":1},{"size":"grow","fs":"ext4","mountpoint":"/"}]}]}`,
 			"plan: override disk 1: 5 partitions on a dos table, at most 4"},
 	}
