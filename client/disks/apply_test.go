@@ -68,6 +68,12 @@ func sh(t *testing.T, stdin string, name string, args ...string) string {
 // when the test ends. It returns the device chosen through Select.
 func loopDisk(t *testing.T, size int64) Disk {
 	t.Helper()
+	return attachLoop(t, size)
+}
+
+// attachLoop is loopDisk with extra losetup flags.
+func attachLoop(t *testing.T, size int64, flags ...string) Disk {
+	t.Helper()
 	img := filepath.Join(t.TempDir(), "disk.img")
 	f, err := os.Create(img)
 	if err != nil {
@@ -79,7 +85,7 @@ func loopDisk(t *testing.T, size int64) Disk {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	loop := sh(t, "", "losetup", "--find", "--show", img)
+	loop := sh(t, "", "losetup", append(append([]string{"--find", "--show"}, flags...), img)...)
 	t.Cleanup(func() {
 		// Let the kernel forget the partitions first, so a later
 		// user of this loop device does not see them.
@@ -942,5 +948,75 @@ func TestCaptureApplyRoundTripDOS(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"1:83:1:false:boot", "2:5:129:true:", "5:82:130:false:swap", "6:83:195:true:"}, shape); diff != "" {
 		t.Errorf("golden capture (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyPartscan applies a layout twice to a loop device with partition
+// scanning, where sfdisk's own re-read works as on a real disk, the
+// second time over the first's partitions.
+func TestApplyPartscan(t *testing.T) {
+	requireRoot(t, "mkfs.ext4", "mkfs.vfat", "mkswap")
+	disk := attachLoop(t, 2<<30, "--partscan")
+	plan, err := NewPlan(goldenLayout(), []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := applyT(t, plan, Options{Target: t.TempDir()})
+	if err := res.Unmount(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l := biosGrubLayout()
+	l.Filesystems[0].Type = "ext4"
+	plan2, err := NewPlan(l, []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	applyT(t, plan2, Options{Wipe: true, Target: t.TempDir()})
+	parts, err := sysPartitions(disk.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{disk.Name + "p1", disk.Name + "p2"}, parts); diff != "" {
+		t.Errorf("kernel partitions (-want +got):\n%s", diff)
+	}
+	if got := blkidTags(t, disk.Path+"p2"); got["TYPE"] != "ext4" || got["UUID"] != l.Filesystems[0].UUID {
+		t.Errorf("root: blkid %v", got)
+	}
+	if got := blkidTags(t, disk.Path+"p1"); got["TYPE"] != "" {
+		t.Errorf("bios_grub partition holds %q, want nothing (the old ESP wiped)", got["TYPE"])
+	}
+}
+
+// TestApplyWipesStaleSignatures checks that a new partition without a
+// filesystem shows none, even when an old filesystem lay at its start in
+// a partition the kernel no longer knew (so only the new partition's
+// wipe can clear it).
+func TestApplyWipesStaleSignatures(t *testing.T) {
+	requireRoot(t, "mkfs.ext4")
+	ctx := context.Background()
+	disk := loopDisk(t, 1<<30)
+	sh(t, "label: gpt\nstart=2048, size=2048\nstart=4096, size=204800\n", "sfdisk", "--quiet", disk.Path)
+	sh(t, "", "partx", "-a", disk.Path)
+	if err := ensureNode(ctx, disk.Path+"p2", filepath.Join("/sys/block", disk.Name, disk.Name+"p2", "dev")); err != nil {
+		t.Fatal(err)
+	}
+	sh(t, "", "mkfs.ext4", "-q", "-F", disk.Path+"p2")
+	sh(t, "", "partx", "-d", disk.Path)
+
+	ov := &Override{Disks: []DiskOverride{{Partitions: []PartitionOverride{
+		{Size: "1"},
+		{Size: "100", Flags: []string{"raid"}},
+		{Size: "grow", FS: "ext4", Mountpoint: "/"},
+	}}}}
+	plan, err := NewPlan(nil, []Disk{disk}, PlanOptions{Override: ov})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := plan.Disks[0].Partitions[1].Start; got != 4096 {
+		t.Fatalf("partition 2 starts at %d, want 4096 (where the old ext4 is)", got)
+	}
+	applyT(t, plan, Options{Wipe: true})
+	if got := blkidTags(t, disk.Path+"p2"); got["TYPE"] != "" {
+		t.Errorf("new partition 2 holds %q, want nothing", got["TYPE"])
 	}
 }
