@@ -212,10 +212,6 @@ func neededTools(plan *Plan, o Options) []toolNeed {
 	if subvols != "" {
 		add("btrfs", "subvolumes on "+subvols)
 	}
-	if o.Target != "" || subvols != "" {
-		add("mount", "mounting")
-		add("umount", "unmounting")
-	}
 	return tools
 }
 
@@ -705,11 +701,11 @@ func (a *applier) subvolumes(ctx context.Context, dev string) (err error) {
 		return fmt.Errorf("subvolumes on %s: %w", dev, err)
 	}
 	defer os.Remove(tmp)
-	if _, err := a.run(ctx, nil, "mount", "-t", "btrfs", dev, tmp); err != nil {
+	if err := mount(FilesystemPlan{Device: dev, Type: "btrfs"}, tmp); err != nil {
 		return fmt.Errorf("subvolumes on %s: %w", dev, err)
 	}
 	defer func() {
-		if _, uerr := a.run(context.WithoutCancel(ctx), nil, "umount", tmp); uerr != nil && err == nil {
+		if uerr := unmount(tmp); uerr != nil && err == nil {
 			err = fmt.Errorf("subvolumes on %s: %w", dev, uerr)
 		}
 	}()
@@ -794,18 +790,18 @@ func (a *applier) mountAll(ctx context.Context) ([]Mount, func(context.Context) 
 	var mounted []Mount
 	var once sync.Once
 	var uerr error
-	unmount := func(ctx context.Context) error {
+	undo := func(ctx context.Context) error {
 		once.Do(func() {
 			for i := len(mounted) - 1; i >= 0; i-- {
-				if _, err := run(ctx, nil, nil, "umount", mounted[i].Dir); err != nil {
-					uerr = errors.Join(uerr, fmt.Errorf("unmount %s: %w", mounted[i].Dir, err))
+				if err := unmount(mounted[i].Dir); err != nil {
+					uerr = errors.Join(uerr, err)
 				}
 			}
 		})
 		return uerr
 	}
 	if a.o.Target == "" {
-		return nil, unmount, nil
+		return nil, undo, nil
 	}
 	target, err := filepath.Abs(a.o.Target)
 	if err != nil {
@@ -815,22 +811,47 @@ func (a *applier) mountAll(ctx context.Context) ([]Mount, func(context.Context) 
 		a.step("mount " + f.Mountpoint)
 		dir := filepath.Join(target, f.Mountpoint)
 		if dir != target && !strings.HasPrefix(dir, target+"/") {
-			unmount(context.WithoutCancel(ctx))
+			undo(context.WithoutCancel(ctx))
 			return nil, nil, fmt.Errorf("mount %s: mount point leaves the target", f.Mountpoint)
 		}
 		// The parent is mounted by now; a link there must not lead
 		// outside the target.
 		if err := safeMkdirAll(target, f.Mountpoint); err != nil {
-			unmount(context.WithoutCancel(ctx))
+			undo(context.WithoutCancel(ctx))
 			return nil, nil, fmt.Errorf("mount %s: %w", f.Mountpoint, err)
 		}
-		if _, err := a.run(ctx, nil, "mount", mountArgs(f, dir)...); err != nil {
-			unmount(context.WithoutCancel(ctx))
-			return nil, nil, fmt.Errorf("mount %s on %s: %w", f.Device, dir, err)
+		if err := mount(f, dir); err != nil {
+			undo(context.WithoutCancel(ctx))
+			return nil, nil, err
 		}
 		mounted = append(mounted, Mount{Device: f.Device, Type: f.Type, Mountpoint: f.Mountpoint, Dir: dir})
 	}
-	return mounted, unmount, nil
+	return mounted, undo, nil
+}
+
+// mount mounts f on dir with mount(2), so that no mount tool is needed in
+// the installer; a btrfs subvolume is mounted with subvol=.
+func mount(f FilesystemPlan, dir string) error {
+	var data string
+	if f.FSRoot != "" {
+		data = "subvol=" + f.FSRoot
+	}
+	if err := unix.Mount(f.Device, dir, f.Type, 0, data); err != nil {
+		hint := ""
+		if errors.Is(err, unix.ENODEV) {
+			hint = fmt.Sprintf(" (the kernel has no %s driver)", f.Type)
+		}
+		return fmt.Errorf("mount %s (%s) on %s: %w%s", f.Device, f.Type, dir, err, hint)
+	}
+	return nil
+}
+
+// unmount unmounts dir.
+func unmount(dir string) error {
+	if err := unix.Unmount(dir, 0); err != nil {
+		return fmt.Errorf("unmount %s: %w", dir, err)
+	}
+	return nil
 }
 
 // safeMkdirAll creates rel under root without following symbolic links

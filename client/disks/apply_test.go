@@ -1020,3 +1020,35 @@ func TestApplyWipesStaleSignatures(t *testing.T) {
 		t.Errorf("new partition 2 holds %q, want nothing", got["TYPE"])
 	}
 }
+
+// TestApplyMountFailure checks that when a filesystem cannot be mounted
+// (here vfat, on a kernel without it) Apply fails naming the cause and
+// unmounts what it had mounted.
+func TestApplyMountFailure(t *testing.T) {
+	requireRoot(t, "mkfs.ext4", "mkfs.vfat", "mkswap")
+	if kernelHas("vfat") {
+		t.Skip("the kernel mounts vfat; this test needs one that cannot")
+	}
+	if _, err := os.Stat("/lib/modules"); err == nil {
+		t.Skip("the kernel may load a vfat module")
+	}
+	disk := loopDisk(t, 2<<30)
+	plan, err := NewPlan(gptLayout(), []Disk{disk}, PlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	res, err := Apply(context.Background(), plan, Options{Target: target})
+	if err == nil {
+		res.Unmount(context.Background())
+		t.Fatal("Apply mounted vfat on a kernel without it")
+	}
+	want := "mount " + disk.Path + "p1 (vfat) on " + filepath.Join(target, "boot/efi") + ": no such device (the kernel has no vfat driver)"
+	if err.Error() != want {
+		t.Errorf("Apply: %v, want %q", err, want)
+	}
+	if mountedAt(t, target) {
+		exec.Command("umount", target).Run()
+		t.Error("the root stayed mounted after the failure")
+	}
+}

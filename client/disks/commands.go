@@ -162,12 +162,3 @@ func lvmCommands(v VolumeGroupPlan) [][]string {
 	}
 	return append(cmds, []string{"vgmknodes", v.Name})
 }
-
-// mountArgs returns the mount arguments that mount f at dir.
-func mountArgs(f FilesystemPlan, dir string) []string {
-	args := []string{"-t", f.Type}
-	if f.FSRoot != "" {
-		args = append(args, "-o", "subvol="+f.FSRoot)
-	}
-	return append(args, f.Device, dir)
-}

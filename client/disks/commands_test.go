@@ -167,7 +167,7 @@ func TestNeededTools(t *testing.T) {
 		Filesystems:  []FilesystemPlan{{Type: "xfs", Device: "/dev/vda1"}, {Type: "btrfs", FSRoot: "/@", Device: "/dev/md0"}, {Type: "swap", Device: "/dev/vda2"}},
 	}
 	want := []string{"wipefs", "blkid", "sfdisk", "partx", "mdadm", "pvcreate", "vgcreate", "lvcreate", "vgmknodes",
-		"mkfs.xfs", "mkfs.btrfs", "mkswap", "btrfs", "mount", "umount"}
+		"mkfs.xfs", "mkfs.btrfs", "mkswap", "btrfs"}
 	var got []string
 	for _, n := range neededTools(plan, Options{}) {
 		got = append(got, n.tool)

@@ -13,8 +13,9 @@
 //     target disks' sizes it computes every partition table, RAID array,
 //     LVM volume and filesystem to create, in sectors.
 //   - Apply carries a Plan out with sfdisk, partx, wipefs, mkfs.*, mkswap,
-//     mdadm, the LVM tools and mount, after checking that no target disk
-//     is in use and that none holds data the caller did not agree to wipe.
+//     mdadm and the LVM tools, and mounts with mount(2), after checking
+//     that no target disk is in use and that none holds data the caller
+//     did not agree to wipe.
 //
 // docs/install-disks.md describes the rules, the override format and the
 // safety checks for administrators.
