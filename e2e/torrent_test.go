@@ -292,81 +292,127 @@ func TestTorrentSwarm(t *testing.T) {
 // the server returns.
 func TestTorrentServerStops(t *testing.T) {
 	const clients = 6
-	l := newTorrentLAN(t, clients+1)
-	data, src := torrentImage(t, 32<<20)
-	l.limit(t, 0, "40mbit")
-	srv := startTorrentServer(t, l, data)
-	dir := t.TempDir()
-	var cs []*torrentClient
-	for i := 1; i <= clients; i++ {
-		cs = append(cs, startTorrentClient(t, l.hosts[i], filepath.Join(dir, fmt.Sprint(i)),
-			"--seed-time", "120s", "--stall-after", "3s"))
+	t.Run("pieces held among the nodes", func(t *testing.T) {
+		l := newTorrentLAN(t, clients+1)
+		data, src := torrentImage(t, 16<<20)
+		l.limit(t, 0, "40mbit")
+		srv := startTorrentServer(t, l, data)
+		dir := t.TempDir()
+		// One node fetches first and stays to seed the wave.
+		first := startTorrentClient(t, l.hosts[1], filepath.Join(dir, "1"), "--seed-time", "120s", "--seed-full")
+		waitStage(t, first, "complete", 60*time.Second)
+		// The others' links are slow enough to stop the server early on.
+		for i := 2; i <= clients; i++ {
+			l.limit(t, i, "20mbit")
+		}
+		var cs []*torrentClient
+		for i := 2; i <= clients; i++ {
+			cs = append(cs, startTorrentClient(t, l.hosts[i], filepath.Join(dir, fmt.Sprint(i)), "--seed-time", "5s", "--stall-after", "3s"))
+		}
+		stopAt(t, srv, cs, 0.30)
+		for _, c := range cs {
+			c.wait(t, 60*time.Second)
+			oracle(t, src, c.target)
+		}
+		oracle(t, src, first.target)
+	})
+	t.Run("pieces missing", func(t *testing.T) {
+		l := newTorrentLAN(t, clients+1)
+		data, src := torrentImage(t, 32<<20)
+		l.limit(t, 0, "40mbit")
+		srv := startTorrentServer(t, l, data)
+		dir := t.TempDir()
+		var cs []*torrentClient
+		for i := 1; i <= clients; i++ {
+			cs = append(cs, startTorrentClient(t, l.hosts[i], filepath.Join(dir, fmt.Sprint(i)),
+				"--seed-time", "120s", "--stall-after", "3s"))
+		}
+		stopAt(t, srv, cs, 0.30)
+		// Every node either completes without the server (when the
+		// pieces the server had sent cover the stream) or says it is
+		// stalled.
+		completed := map[*torrentClient]bool{}
+		wait := time.Now().Add(30 * time.Second)
+		for time.Now().Before(wait) {
+			settled := 0
+			for _, c := range cs {
+				if _, ok := c.saw("complete"); ok {
+					completed[c] = true
+					settled++
+				} else if _, ok := c.saw("stalled"); ok {
+					settled++
+				}
+			}
+			if settled == clients {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		var stalled int
+		for _, c := range cs {
+			if completed[c] {
+				continue
+			}
+			p, ok := c.saw("stalled")
+			if !ok {
+				t.Fatalf("%s neither completed nor reported a stall 30 s after the server stopped, at %.0f%%\n%s", c.host, 100*c.fraction(), tail(c.stderr.String(), 2000))
+			}
+			if !strings.Contains(p.Message, "pieces missing") {
+				t.Errorf("%s stall message %q does not say what is missing", c.host, p.Message)
+			}
+			stalled++
+		}
+		t.Logf("without the server: %d nodes completed from each other, %d stalled", len(completed), stalled)
+		startTorrentServer(t, l, data)
+		for _, c := range cs {
+			r := c.wait(t, 150*time.Second)
+			if !completed[c] {
+				if _, ok := c.saw("resumed"); !ok {
+					t.Errorf("%s was stalled but never reported resuming", c.host)
+				}
+				if !r.Stalled {
+					t.Errorf("%s result does not record the stall", c.host)
+				}
+			}
+			oracle(t, src, c.target)
+		}
+	})
+}
+
+// waitStage waits for a client to report stage.
+func waitStage(t *testing.T, c *torrentClient, stage string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		if _, ok := c.saw(stage); ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s did not reach %q within %s\n%s", c.host, stage, timeout, tail(c.stderr.String(), 2000))
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stopAt kills the server once the clients hold frac of the stream on
+// average.
+func stopAt(t *testing.T, srv *torrentServerProc, cs []*torrentClient, frac float64) {
+	t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
 		sum := 0.0
 		for _, c := range cs {
 			sum += c.fraction()
 		}
-		if sum/clients >= 0.30 {
-			t.Logf("stopping the server at %.0f%%", 100*sum/clients)
-			break
+		if sum/float64(len(cs)) >= frac {
+			t.Logf("stopping the server at %.0f%%", 100*sum/float64(len(cs)))
+			srv.stop()
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the nodes did not reach 30% within 60 s")
+			t.Fatalf("the nodes did not reach %.0f%% within 60 s", 100*frac)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	srv.stop()
-
-	// Every node either completes without the server or says it is
-	// stalled.
-	completed := map[*torrentClient]bool{}
-	wait := time.Now().Add(30 * time.Second)
-	for time.Now().Before(wait) {
-		settled := 0
-		for _, c := range cs {
-			if _, ok := c.saw("complete"); ok {
-				completed[c] = true
-				settled++
-			} else if _, ok := c.saw("stalled"); ok {
-				settled++
-			}
-		}
-		if settled == clients {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	var stalled []*torrentClient
-	for _, c := range cs {
-		if completed[c] {
-			continue
-		}
-		p, ok := c.saw("stalled")
-		if !ok {
-			t.Fatalf("%s neither completed nor reported a stall 30 s after the server stopped at %.0f%%\n%s", c.host, 100*c.fraction(), tail(c.stderr.String(), 2000))
-		}
-		if !strings.Contains(p.Message, "pieces missing") {
-			t.Errorf("%s stall message %q does not say what is missing", c.host, p.Message)
-		}
-		stalled = append(stalled, c)
-	}
-	t.Logf("without the server: %d nodes completed from each other, %d stalled", len(completed), len(stalled))
-	if len(stalled) > 0 {
-		startTorrentServer(t, l, data)
-	}
-	for _, c := range cs {
-		r := c.wait(t, 150*time.Second)
-		if !completed[c] {
-			if _, ok := c.saw("resumed"); !ok {
-				t.Errorf("%s was stalled but never reported resuming", c.host)
-			}
-			if !r.Stalled {
-				t.Errorf("%s result does not record the stall", c.host)
-			}
-		}
-		oracle(t, src, c.target)
 	}
 }
 

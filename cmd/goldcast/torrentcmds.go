@@ -202,6 +202,7 @@ peers) as JSON on stdout.`,
 	f := cmd.Flags()
 	f.StringVar(&o.Target, "target", "", "empty directory to extract into (required)")
 	f.DurationVar(&o.SeedTime, "seed-time", 10*time.Minute, "keep seeding after completion at most this long (stops earlier when the wave ends; 0: leave at once)")
+	f.BoolVar(&o.SeedFull, "seed-full", false, "seed for the whole --seed-time even when no node is fetching (to seed a wave that starts later)")
 	f.StringVar(&rate, "rate-limit", "", "cap download and upload: bytes per second with K/M/G suffixes (50M), or bits (100mbit)")
 	f.StringVar(&o.ListenAddr, "listen", ":0", "peer listen address HOST:PORT (port 0: any free port)")
 	f.StringVar(&o.StageDir, "stage-dir", "", "keep the stream's pieces here (default: a temporary directory, removed at the end)")

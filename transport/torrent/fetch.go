@@ -78,6 +78,9 @@ type FetchConfig struct {
 	// whole stream; seeding stops earlier when the deploy wave ends (the
 	// tracker knows no peer still fetching). 0: leave at once.
 	SeedTime time.Duration
+	// SeedFull seeds for the whole SeedTime even when no peer is
+	// fetching (a node placed to seed a wave that has not started yet).
+	SeedFull bool
 	// NoWebSeed ignores the server's web seed: the server's bytes come
 	// from its BitTorrent seeder only.
 	NoWebSeed bool
@@ -514,6 +517,9 @@ func (f *fetcher) seed(ctx context.Context, t *torrent.Torrent, ref string, res 
 		case <-tick.C:
 		}
 		f.report(t, ref, StageSeeding, "", res)
+		if f.cfg.SeedFull {
+			continue
+		}
 		sw, err := f.swarm(ctx, res.InfoHash)
 		if err != nil {
 			idle = 0
