@@ -189,8 +189,8 @@ func neededTools(plan *Plan, o Options) []toolNeed {
 	for _, d := range plan.Disks {
 		if d.Table != "" {
 			add("sfdisk", "partitioning "+d.Path)
-			add("partx", "re-reading partitions of "+d.Path)
 		}
+		add("partx", "re-reading partitions of "+d.Path)
 	}
 	for _, r := range plan.RAID {
 		add("mdadm", "RAID array "+r.Path)
@@ -480,6 +480,13 @@ func (a *applier) partition(ctx context.Context, d DiskPlan) error {
 		return fmt.Errorf("wipe %s: %w", d.Path, err)
 	}
 	if d.Table == "" {
+		if len(old) > 0 {
+			// The filesystem goes on the whole disk: the kernel must
+			// forget the partitions of the old table.
+			if _, err := a.run(ctx, nil, "partx", "--delete", d.Path); err != nil {
+				return fmt.Errorf("forget the old partitions of %s: %w", d.Path, err)
+			}
+		}
 		return nil
 	}
 	a.step("partition " + d.Path)

@@ -713,8 +713,14 @@ func TestApplyWholeDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The disk had a partition table the kernel knows.
+	sh(t, "label: gpt\nstart=2048, size=4096\n", "sfdisk", "--quiet", disk.Path)
+	sh(t, "", "partx", "-a", disk.Path)
 	target := t.TempDir()
-	res := applyT(t, plan, Options{Target: target})
+	res := applyT(t, plan, Options{Target: target, Wipe: true})
+	if parts, err := sysPartitions(disk.Name); err != nil || len(parts) != 0 {
+		t.Errorf("kernel partitions after a whole-disk filesystem: %q, %v", parts, err)
+	}
 	want := map[string]string{"TYPE": "ext4", "LABEL": "whole", "UUID": "d1d2d3d4-1111-4222-8333-444444444444"}
 	if diff := cmp.Diff(want, blkidTags(t, disk.Path)); diff != "" {
 		t.Errorf("blkid (-want +got):\n%s", diff)
