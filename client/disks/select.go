@@ -74,27 +74,77 @@ func List(ctx context.Context) ([]Disk, error) {
 
 // Select returns the disk rule chooses among the disks of this machine.
 func Select(ctx context.Context, rule Rule) (Disk, error) {
-	all, err := List(ctx)
+	ds, err := SelectAll(ctx, []Rule{rule})
 	if err != nil {
 		return Disk{}, err
 	}
-	r := strings.TrimSpace(string(rule))
-	if strings.HasPrefix(r, "/") {
-		name, err := resolveDevice(r)
-		if err == nil {
-			return pickName(all, name, r)
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return Disk{}, err
-		}
-		// No such node: without udev there are no /dev/disk links, so
-		// match the name against the IDs derived from sysfs.
-		if d, ok := byID(all, r); ok {
-			return d, nil
-		}
-		return Disk{}, fmt.Errorf("select disk %q: no such device, and no disk has that by-id or by-path name (known: %s)", r, knownIDs(all))
+	return ds[0], nil
+}
+
+// SelectAll chooses one disk per rule, in order, for an install on
+// several disks; no rules means one disk by the empty rule. A disk chosen
+// by one rule is passed over by the later size and default rules, and
+// naming it again is an error.
+func SelectAll(ctx context.Context, rules []Rule) ([]Disk, error) {
+	all, err := List(ctx)
+	if err != nil {
+		return nil, err
 	}
-	return selectFrom(all, Rule(r))
+	if len(rules) == 0 {
+		rules = []Rule{""}
+	}
+	var chosen []Disk
+	for _, rule := range rules {
+		d, err := selectOne(all, chosen, rule)
+		if err != nil {
+			return nil, err
+		}
+		chosen = append(chosen, d)
+	}
+	return chosen, nil
+}
+
+// selectOne applies rule to the disks all, of which chosen are taken.
+func selectOne(all, chosen []Disk, rule Rule) (Disk, error) {
+	r := strings.TrimSpace(string(rule))
+	var d Disk
+	var err error
+	if strings.HasPrefix(r, "/") {
+		var name string
+		name, err = resolveDevice(r)
+		switch {
+		case err == nil:
+			d, err = pickName(all, name, r)
+		case errors.Is(err, os.ErrNotExist):
+			// No such node: without udev there are no /dev/disk links,
+			// so match the name against the IDs derived from sysfs.
+			var ok bool
+			if d, ok = byID(all, r); ok {
+				err = nil
+			} else {
+				err = fmt.Errorf("select disk %q: no such device, and no disk has that by-id or by-path name (known: %s)", r, knownIDs(all))
+			}
+		}
+	} else {
+		var taken []string
+		for _, c := range chosen {
+			taken = append(taken, c.Name)
+		}
+		d, err = selectFrom(all, Rule(r), taken...)
+	}
+	if err != nil {
+		return Disk{}, err
+	}
+	if slices.ContainsFunc(chosen, func(c Disk) bool { return c.Name == d.Name }) {
+		return Disk{}, fmt.Errorf("select disk %q: %s is already chosen by an earlier rule", r, d.Name)
+	}
+	return d, nil
+}
+
+// isNameRule reports whether r names a disk rather than giving
+// conditions.
+func isNameRule(r string) bool {
+	return r != "" && !strings.ContainsAny(r, "<>=,") && !strings.HasPrefix(r, "size") && r != "smallest" && r != "largest" && r != "first"
 }
 
 // resolveDevice follows a device path's symbolic links and returns the
@@ -173,10 +223,11 @@ func knownIDs(all []Disk) string {
 	return strings.Join(out, "; ")
 }
 
-// selectFrom applies a rule that is not a device path to the disks all.
-func selectFrom(all []Disk, rule Rule) (Disk, error) {
+// selectFrom applies a rule that is not a device path to the disks all,
+// passing over the disks named taken unless the rule names one.
+func selectFrom(all []Disk, rule Rule, taken ...string) (Disk, error) {
 	r := string(rule)
-	if r != "" && !strings.ContainsAny(r, "<>=,") && !strings.HasPrefix(r, "size") && r != "smallest" && r != "largest" && r != "first" {
+	if isNameRule(r) {
 		return pickName(all, strings.TrimPrefix(r, "/dev/"), r)
 	}
 	var conds []func(Disk) bool
@@ -202,6 +253,10 @@ func selectFrom(all []Disk, rule Rule) (Disk, error) {
 	var skipped []string
 	for i := range all {
 		d := &all[i]
+		if slices.Contains(taken, d.Name) {
+			skipped = append(skipped, d.Name+" (chosen already)")
+			continue
+		}
 		if !d.Eligible() {
 			skipped = append(skipped, d.Name+" ("+whyIneligible(*d)+")")
 			continue

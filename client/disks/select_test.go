@@ -187,3 +187,49 @@ func TestNaturalCompare(t *testing.T) {
 		t.Errorf("natural order (-want +got):\n%s", diff)
 	}
 }
+
+func TestSelectSeveral(t *testing.T) {
+	all, err := listDisks(context.Background(), testMachine(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		rules []Rule
+		want  []string
+		err   string
+	}{
+		{rules: []Rule{"", ""}, want: []string{"nvme0n1", "sda"}},
+		{rules: []Rule{"largest", "largest"}, want: []string{"sdb", "nvme0n1"}},
+		{rules: []Rule{"vda", "smallest"}, want: []string{"vda", "sda"}},
+		{rules: []Rule{"sda", "size>=100G,smallest"}, want: []string{"sda", "nvme0n1"}},
+		{rules: []Rule{"", "nvme0n1"}, err: `select disk "nvme0n1": nvme0n1 is already chosen by an earlier rule`},
+		{rules: []Rule{"", "", "", "", ""}, err: `no eligible disk; passed over: loop0 (virtual), nvme0n1 (chosen already), sda (chosen already), sdb (chosen already), sdc (removable), sdd (read-only), sr0 (virtual), vda (chosen already)`},
+	}
+	for _, tt := range tests {
+		var chosen []Disk
+		var err error
+		for _, r := range tt.rules {
+			var d Disk
+			if d, err = selectOne(all, chosen, r); err != nil {
+				break
+			}
+			chosen = append(chosen, d)
+		}
+		var names []string
+		for _, d := range chosen {
+			names = append(names, d.Name)
+		}
+		switch {
+		case tt.err != "":
+			if err == nil || err.Error() != tt.err {
+				t.Errorf("rules %q: chose %q, error %v; want error %q", tt.rules, names, err, tt.err)
+			}
+		case err != nil:
+			t.Errorf("rules %q: %v", tt.rules, err)
+		default:
+			if diff := cmp.Diff(tt.want, names); diff != "" {
+				t.Errorf("rules %q (-want +got):\n%s", tt.rules, diff)
+			}
+		}
+	}
+}
