@@ -46,11 +46,16 @@ type pxeBoot struct {
 	serverArgs, qemuArgs []string
 	// nicOptions are appended to the virtio-net device (",romfile=").
 	nicOptions string
-	timeout    time.Duration
+	// proxy runs goldcast's DHCP in proxy mode beside dnsmasq, which
+	// hands out the addresses; default: goldcast in full mode alone.
+	proxy   bool
+	timeout time.Duration
 	// data is the server's data directory, set by run.
 	data string
 	// srvLog holds the server's output.
 	srvLog syncBuffer
+	// dnsmasqLeases is dnsmasq's lease file in proxy mode.
+	dnsmasqLeases string
 }
 
 // skipUnlessPXE skips when the machine cannot run a QEMU PXE boot.
@@ -118,9 +123,13 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 	ipCmd(t, "-n", ns, "link", "set", "br0", "up")
 
 	var serial syncBuffer
-	srvArgs := append([]string{"netns", "exec", ns, goldcast.path, "--data", p.data, "server",
-		"--http", p.net + ".1:8080", "--rsync", "",
-		"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", p.net + ".100-" + p.net + ".150"}, p.serverArgs...)
+	dhcpArgs := []string{"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", p.net + ".100-" + p.net + ".150"}
+	if p.proxy {
+		dhcpArgs = []string{"--dhcp-mode", "proxy", "--dhcp-interface", "br0"}
+		p.startDnsmasq(t, ns)
+	}
+	srvArgs := append(append([]string{"netns", "exec", ns, goldcast.path, "--data", p.data, "server",
+		"--http", p.net + ".1:8080", "--rsync", ""}, dhcpArgs...), p.serverArgs...)
 	srv := exec.Command("ip", srvArgs...)
 	srv.Stdout, srv.Stderr = &p.srvLog, &p.srvLog
 	if err := srv.Start(); err != nil {
@@ -206,12 +215,67 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 		t.Fatalf("status %s shows no booted event with cpus and disks (stages %v):\n%s", p.node, stages, out)
 	}
 	t.Logf("%s events: %v", p.node, stages)
-	for _, want := range []string{"dhcp-ack", "ipxe"} {
+	wantStages := []string{"dhcp-ack", "ipxe"}
+	if p.proxy {
+		// goldcast gave boot information only: a proxy offer, no lease.
+		wantStages = []string{"dhcp-offer", "ipxe"}
+	}
+	for _, want := range wantStages {
 		if !strings.Contains(strings.Join(stages, " "), want) {
 			t.Errorf("status %s lacks a %s event (stages %v)", p.node, want, stages)
 		}
 	}
 	return out, stages
+}
+
+// startDnsmasq runs dnsmasq in namespace ns as the site's DHCP server:
+// addresses only (no PXE, no DNS), on br0, stopped by PID at cleanup.
+func (p *pxeBoot) startDnsmasq(t *testing.T, ns string) {
+	t.Helper()
+	if _, err := exec.LookPath("dnsmasq"); err != nil {
+		t.Skip("dnsmasq is not installed (Debian package dnsmasq)")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("ip", "netns", "exec", ns, "dnsmasq", "--no-daemon", "--conf-file=/dev/null",
+		"--port=0", "--interface=br0", "--bind-interfaces", "--log-dhcp",
+		"--dhcp-range="+p.net+".200,"+p.net+".250,255.255.255.0,1h",
+		"--dhcp-leasefile="+filepath.Join(dir, "leases"), "--pid-file="+filepath.Join(dir, "pid"))
+	var log syncBuffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start dnsmasq: %v", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-done
+		if t.Failed() {
+			t.Logf("dnsmasq log:\n%s", log.String())
+		}
+	})
+	p.dnsmasqLeases = filepath.Join(dir, "leases")
+}
+
+// TestPXEBootQEMUProxyDHCP boots the same way beside another DHCP
+// server: dnsmasq hands out the addresses and goldcast, in proxy mode,
+// only the boot information (the iPXE ROM merges the two offers). The
+// initramfs then gets its address from dnsmasq.
+func TestPXEBootQEMUProxyDHCP(t *testing.T) {
+	skipUnlessPXE(t)
+	p := &pxeBoot{net: "10.80.0", node: "pxeproxy01", mac: "52:54:00:80:00:10", proxy: true,
+		qemuArgs: []string{"-m", "768", "-boot", "n"}, timeout: 180 * time.Second}
+	p.run(t)
+	leases, err := os.ReadFile(p.dnsmasqLeases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(leases), p.mac) || !strings.Contains(string(leases), p.net+".2") {
+		t.Errorf("dnsmasq leased no address in %s.200-250 to %s:\n%s", p.net, p.mac, leases)
+	}
+	if strings.Contains(p.srvLog.String(), "dhcp-ack") {
+		t.Errorf("goldcast acknowledged a lease in proxy mode:\n%s", p.srvLog.String())
+	}
 }
 
 // TestPXEBootQEMU network-boots a QEMU machine through goldcast end to

@@ -209,7 +209,10 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	for _, port := range ports {
-		c, err := listen(ctx, s.cfg.Interface, port)
+		// A proxy shares port 67 with the site's DHCP server when both
+		// run on one host (dnsmasq sets SO_REUSEADDR too): broadcasts
+		// reach both sockets. Full mode never shares it.
+		c, err := listen(ctx, s.cfg.Interface, port, s.cfg.Mode == ModeProxy && port == ServerPort)
 		if err != nil {
 			closeAll()
 			return err
@@ -251,16 +254,23 @@ func (s *Server) Serve(ctx context.Context) error {
 }
 
 // listen opens a broadcast-capable UDP socket on port, bound to iface
-// when it is set. It sets no SO_REUSEADDR, so a port another DHCP server
-// holds on the same interface is an error rather than a silent split of
-// the traffic.
-func listen(ctx context.Context, iface string, port int) (net.PacketConn, error) {
+// when it is set. Unless shared is true it sets no SO_REUSEADDR, so a
+// port another DHCP server holds on the same interface is an error rather
+// than a silent split of the traffic; shared sets it, for a proxy beside
+// a DHCP server on the same host (each sees every broadcast request).
+func listen(ctx context.Context, iface string, port int, shared bool) (net.PacketConn, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
 		err := rc.Control(func(fd uintptr) {
 			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_BROADCAST, 1); serr != nil {
 				serr = fmt.Errorf("set SO_BROADCAST: %w", serr)
 				return
+			}
+			if shared {
+				if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+					serr = fmt.Errorf("set SO_REUSEADDR: %w", serr)
+					return
+				}
 			}
 			if iface != "" {
 				if serr = unix.SetsockoptString(int(fd), unix.SOL_SOCKET, unix.SO_BINDTODEVICE, iface); serr != nil {
