@@ -820,3 +820,59 @@ func cmpOr(a, b string) string {
 	}
 	return b
 }
+
+// String describes the plan for people, a line per disk, partition,
+// array, volume group, filesystem and note.
+func (p *Plan) String() string {
+	var b strings.Builder
+	for _, d := range p.Disks {
+		table := cmpOr(d.Table, "no partition table")
+		fmt.Fprintf(&b, "disk %s: %s, %s, from %s\n", d.Path, table, formatMiB(d.SizeBytes), d.Source)
+		for _, pp := range d.Partitions {
+			ss := int64(d.SectorSize)
+			fmt.Fprintf(&b, "  %s: %s at %s", pp.Path, formatMiB(pp.Size*ss), formatMiB(pp.Start*ss))
+			if pp.Extended {
+				b.WriteString(", extended")
+			}
+			if len(pp.Flags) > 0 {
+				b.WriteString(", " + strings.Join(pp.Flags, ","))
+			}
+			if pp.Name != "" {
+				fmt.Fprintf(&b, ", name %q", pp.Name)
+			}
+			b.WriteString("\n")
+		}
+	}
+	for _, r := range p.RAID {
+		fmt.Fprintf(&b, "raid %s: %s of %s\n", r.Path, r.Level, strings.Join(r.Devices, " "))
+	}
+	for _, v := range p.VolumeGroups {
+		var lvs []string
+		for _, lv := range v.LVs {
+			size := formatMiB(lv.SizeBytes)
+			if lv.Rest {
+				size = "the rest"
+			}
+			lvs = append(lvs, lv.Name+" "+size)
+		}
+		fmt.Fprintf(&b, "lvm %s on %s: %s\n", v.Name, strings.Join(v.PVs, " "), strings.Join(lvs, ", "))
+	}
+	for _, f := range p.Filesystems {
+		fmt.Fprintf(&b, "%s %s", f.Type, f.Device)
+		if f.Mountpoint != "" {
+			fmt.Fprintf(&b, " on %s", f.Mountpoint)
+		}
+		if f.Label != "" {
+			fmt.Fprintf(&b, " label %q", f.Label)
+		}
+		uuid := f.UUID
+		if uuid == "" {
+			uuid = "new"
+		}
+		fmt.Fprintf(&b, " uuid %s\n", uuid)
+	}
+	for _, n := range p.Notes {
+		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	return b.String()
+}

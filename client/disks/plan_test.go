@@ -700,3 +700,20 @@ disks:
 		t.Errorf("size 512 = %d MiB, %v; want 512 MiB", fixed, err)
 	}
 }
+
+func TestPlanString(t *testing.T) {
+	p, err := NewPlan(raidLayout(), []Disk{{Path: "/dev/vda", SizeBytes: gib(8), SectorSize: 512}}, PlanOptions{NewFilesystemUUIDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `disk /dev/vda: gpt, 8192 MiB, from /dev/sda
+  /dev/vda1: 8190 MiB at 1 MiB, raid
+raid /dev/md0: raid1 of /dev/vda1 missing
+ext4 /dev/md0 on / uuid new
+note: captured disk /dev/sdb left out: no target disk for it
+note: RAID array /dev/md0 is created degraded: 1 of 2 members have no target disk
+`
+	if diff := cmp.Diff(want, p.String()); diff != "" {
+		t.Errorf("String (-want +got):\n%s", diff)
+	}
+}
