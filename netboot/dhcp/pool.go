@@ -26,8 +26,9 @@ type pool struct {
 	// nextSweep is when expired offers are next removed in bulk.
 	nextSweep time.Time
 	declined  map[netip.Addr]time.Time
-	// fresh is the lowest range address that may have no lease: every
-	// address below it has one (or is never handed out).
+	// fresh is the lowest range address that may have neither a lease
+	// nor an offer: every address below it has one (or is never handed
+	// out).
 	fresh netip.Addr
 }
 
@@ -117,6 +118,9 @@ func (p *pool) dropOffer(key string) {
 	delete(p.offers, key)
 	if p.offered[o.ip] == key {
 		delete(p.offered, o.ip)
+		if len(p.byIP[o.ip]) == 0 && o.ip.Less(p.fresh) {
+			p.fresh = o.ip
+		}
 	}
 }
 
@@ -179,24 +183,26 @@ func (s *Server) choose(mac net.HardwareAddr, requested netip.Addr, now time.Tim
 	}
 	prefer = append(prefer, requested)
 	for _, ip := range prefer {
-		if ip.IsValid() && s.free(ip, mac, now) {
+		if ip.IsValid() && s.free(ip, mac, key, now) {
 			return ip, "", nil
 		}
 	}
 	// The lowest address no lease names. Addresses below p.fresh all
-	// have leases; the cursor moves up over leased and never-usable
-	// addresses, and back down when a lease goes.
+	// have leases or offers; the cursor moves up over leased, offered and
+	// never-usable addresses, and back down when a lease or an offer
+	// goes.
 	r := s.cfg.Range
 	advance := true
 	for ip := p.fresh; ip.IsValid() && r.Contains(ip); ip = ip.Next() {
-		if len(p.byIP[ip]) > 0 || s.never(ip) {
+		_, offered := p.offered[ip]
+		if len(p.byIP[ip]) > 0 || offered || s.never(ip) {
 			if advance {
 				p.fresh = ip.Next()
 			}
 			continue
 		}
 		advance = false
-		if s.free(ip, mac, now) {
+		if s.free(ip, mac, key, now) {
 			return ip, "", nil
 		}
 	}
@@ -204,7 +210,7 @@ func (s *Server) choose(mac net.HardwareAddr, requested netip.Addr, now time.Tim
 	var oldest Lease
 	for ip := r.First; ip.IsValid() && r.Contains(ip); ip = ip.Next() {
 		ls := p.byIP[ip]
-		if len(ls) == 0 || !s.free(ip, mac, now) {
+		if len(ls) == 0 || !s.free(ip, mac, key, now) {
 			continue
 		}
 		latest := slices.MaxFunc(s.pool.holders(ip), func(a, b Lease) int { return a.Expiry.Compare(b.Expiry) })
@@ -228,7 +234,7 @@ func (s *Server) allocatable(mac net.HardwareAddr, ip netip.Addr, now time.Time)
 		_, busy := s.leasedToOther(ip, mac, now)
 		return hostname, !busy
 	}
-	return "", s.free(ip, mac, now)
+	return "", s.free(ip, mac, mac.String(), now)
 }
 
 // never reports whether the pool never hands ip out whatever the leases
@@ -239,10 +245,11 @@ func (s *Server) never(ip netip.Addr) bool {
 		ip == s.cfg.subnet.Addr() || ip == broadcastOf(s.cfg.subnet)
 }
 
-// free reports whether the pool may give ip to mac: not an address it
-// never hands out, not declined, not reserved for or leased to or just
-// offered to another client. The caller holds s.mu.
-func (s *Server) free(ip netip.Addr, mac net.HardwareAddr, now time.Time) bool {
+// free reports whether the pool may give ip to mac (whose key is
+// mac.String()): not an address it never hands out, not declined, not
+// reserved for or leased to or just offered to another client. The
+// caller holds s.mu.
+func (s *Server) free(ip netip.Addr, mac net.HardwareAddr, key string, now time.Time) bool {
 	p := s.pool
 	if s.never(ip) {
 		return false
@@ -258,7 +265,6 @@ func (s *Server) free(ip netip.Addr, mac net.HardwareAddr, now time.Time) bool {
 			return false
 		}
 	}
-	key := mac.String()
 	for _, k := range p.byIP[ip] {
 		if k != key && !p.byMAC[k].Expired(now) {
 			return false
