@@ -769,7 +769,8 @@ func fstabEntries(plan *Plan, made map[string]madeFS) []FstabEntry {
 }
 
 // mountOrder returns the filesystems with a mount point, parents before
-// children (by depth, then name).
+// children: compared component by component, so "/" < "/boot" <
+// "/boot/efi" < "/home" (the order sysconf writes /etc/fstab in).
 func mountOrder(fss []FilesystemPlan) []FilesystemPlan {
 	var out []FilesystemPlan
 	for _, f := range fss {
@@ -777,17 +778,14 @@ func mountOrder(fss []FilesystemPlan) []FilesystemPlan {
 			out = append(out, f)
 		}
 	}
-	depth := func(p string) int {
-		if p == "/" {
-			return 0
+	split := func(p string) []string {
+		if p = strings.Trim(p, "/"); p == "" {
+			return nil
 		}
-		return strings.Count(strings.TrimRight(p, "/"), "/")
+		return strings.Split(p, "/")
 	}
 	slices.SortStableFunc(out, func(a, b FilesystemPlan) int {
-		if d := depth(a.Mountpoint) - depth(b.Mountpoint); d != 0 {
-			return d
-		}
-		return strings.Compare(a.Mountpoint, b.Mountpoint)
+		return slices.Compare(split(a.Mountpoint), split(b.Mountpoint))
 	})
 	return out
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/goldcast/goldcast/client/disklayout"
+	"github.com/goldcast/goldcast/client/sysconf"
 )
 
 // requireRoot skips the test unless it runs as root with every tool.
@@ -1056,5 +1057,49 @@ func TestApplyMountFailure(t *testing.T) {
 	if mountedAt(t, target) {
 		exec.Command("umount", target).Run()
 		t.Error("the root stayed mounted after the failure")
+	}
+}
+
+// TestResultLayoutForSysconf checks that the layout Apply returns is what
+// sysconf needs: its /etc/fstab from Result.Layout has the lines of
+// Result.Fstab, and its check that the mounted root has the layout's
+// root UUID passes.
+func TestResultLayoutForSysconf(t *testing.T) {
+	requireRoot(t, "mkfs.ext4", "mkfs.vfat", "mkswap")
+	disk := loopDisk(t, 2<<30)
+	plan, err := NewPlan(goldenLayout(), []Disk{disk}, PlanOptions{NewFilesystemUUIDs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := t.TempDir()
+	res := applyT(t, plan, Options{Target: target})
+	if err := os.MkdirAll(filepath.Join(target, "etc"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err = sysconf.Configure(context.Background(), sysconf.Options{
+		Root: target, Layout: res.Layout,
+		NoBootloader: true, NoNetwork: true, NoHostname: true, NoMachineID: true, NoSSHKeys: true,
+	})
+	if err != nil {
+		t.Fatalf("sysconf.Configure: %v", err)
+	}
+	b, err := os.ReadFile(filepath.Join(target, "etc", "fstab"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []FstabEntry
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 6 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		pass, _ := strconv.Atoi(f[5])
+		got = append(got, FstabEntry{Spec: f[0], File: f[1], Type: f[2], Options: f[3], Pass: pass})
+	}
+	if diff := cmp.Diff(res.Fstab, got); diff != "" {
+		t.Errorf("sysconf's fstab (-Result.Fstab +fstab):\n%s", diff)
+	}
+	if len(got) < 2 || !strings.HasPrefix(got[0].Spec, "UUID=") {
+		t.Errorf("fstab %v, want the root and swap by UUID", got)
 	}
 }

@@ -146,8 +146,8 @@ func TestFstabEntries(t *testing.T) {
 	}
 	want := []FstabEntry{
 		{Spec: "UUID=u3", File: "/", Type: "ext4", Options: "rw,relatime", Pass: 1},
-		{Spec: "LABEL=home", File: "/home", Type: "btrfs", Options: "defaults,subvol=/@home", Pass: 0},
 		{Spec: "UUID=AB-CD", File: "/boot/efi", Type: "vfat", Options: "defaults", Pass: 2},
+		{Spec: "LABEL=home", File: "/home", Type: "btrfs", Options: "defaults,subvol=/@home", Pass: 0},
 		{Spec: "UUID=u4", File: "/srv/data", Type: "xfs", Options: "defaults", Pass: 0},
 		{Spec: "UUID=u2", File: "none", Type: "swap", Options: "sw,pri=5"},
 	}
