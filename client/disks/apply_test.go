@@ -553,7 +553,17 @@ func TestCaptureApplyRoundTrip(t *testing.T) {
 		t.Fatalf("capture golden: %v", err)
 	}
 
-	target := loopDisk(t, 3<<30)
+	for _, sizeMiB := range []int64{3072, 512} {
+		t.Run(strconv.FormatInt(sizeMiB, 10)+"MiB", func(t *testing.T) {
+			roundTrip(ctx, t, golden, before, sizeMiB)
+		})
+	}
+}
+
+// roundTrip applies the capture before of disk golden to a new loop disk
+// of sizeMiB, captures that and compares.
+func roundTrip(ctx context.Context, t *testing.T, golden Disk, before *disklayout.Layout, sizeMiB int64) {
+	target := loopDisk(t, sizeMiB*MiB)
 	plan, err := NewPlan(before, []Disk{target}, PlanOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +576,7 @@ func TestCaptureApplyRoundTrip(t *testing.T) {
 	}
 
 	// Expected: the golden capture moved to the target's names, with the
-	// root grown to the end of 3 GiB (less the backup GPT's MiB), new
+	// root reaching the end of the target (less the backup GPT's MiB), new
 	// partition GUIDs and disk GUID, same filesystem UUIDs and labels.
 	want := *before
 	want.Root = after.Root
@@ -581,7 +591,7 @@ func TestCaptureApplyRoundTrip(t *testing.T) {
 		p.Path = partitionPath(target.Path, p.Number)
 		p.UUID = after.Disks[0].Partitions[i].UUID
 	}
-	d.Partitions[3].SizeBytes = (3072-1)*MiB - d.Partitions[3].StartBytes
+	d.Partitions[3].SizeBytes = (sizeMiB-1)*MiB - d.Partitions[3].StartBytes
 	want.Disks = []disklayout.Disk{d}
 	want.Filesystems = append([]disklayout.Filesystem(nil), before.Filesystems...)
 	for i := range want.Filesystems {
