@@ -17,6 +17,18 @@
 //     that no target disk is in use and that none holds data the caller
 //     did not agree to wipe.
 //
+// An installer uses them in this order:
+//
+//	disk, err := disks.Select(ctx, rule) // "" for the first eligible disk
+//	plan, err := disks.NewPlan(layout, []disks.Disk{disk}, disks.PlanOptions{
+//		Override: override,                          // nil: the captured layout
+//		MinBytes: map[string]int64{"/": imageBytes}, // room for the image
+//	})
+//	res, err := disks.Apply(ctx, plan, disks.Options{Target: "/target", Wipe: wipe, Progress: report})
+//	defer res.Unmount(ctx)
+//	// lay the image into /target, then
+//	// sysconf.Configure(ctx, sysconf.Options{Root: "/target", Layout: res.Layout, Disk: disk.Path, ...})
+//
 // docs/install-disks.md describes the rules, the override format and the
 // safety checks for administrators.
 package disks
