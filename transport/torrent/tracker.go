@@ -124,8 +124,9 @@ func (t *Tracker) GetPeers(ctx context.Context, ih trackerServer.InfoHash, opts 
 		}
 	}
 	t.mu.Unlock()
-	// Leechers first: they need each other most; order is stable so
-	// tests and logs are readable.
+	// A stable order (by address) keeps logs and tests readable; the
+	// server's seeder comes last, so peers fill their connection slots
+	// with each other first.
 	sort.Slice(addrs, func(i, j int) bool { return addrs[i].String() < addrs[j].String() })
 	if self, ok := t.selfAddr(ctx, h); ok && self != remote {
 		addrs = append(addrs, self)
