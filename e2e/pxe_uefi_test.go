@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -56,15 +57,25 @@ func TestPXEBootQEMUUEFI(t *testing.T) {
 	if !strings.Contains(string(out), "arch 7") {
 		t.Errorf("status pxeuefi01 has no DHCP event with arch 7:\n%s", out)
 	}
-	// TFTP events carry no node name: the server log shows what the
-	// firmware fetched, which must be ipxe.efi, not undionly.kpxe.
+	// The TFTP transfer is the node's event (the server knows the
+	// address from its DHCP answer), and it was ipxe.efi, not
+	// undionly.kpxe.
+	var st struct {
+		Events []struct {
+			Stage  string            `json:"stage"`
+			Fields map[string]string `json:"fields"`
+		} `json:"events"`
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatal(err)
+	}
 	sent := false
-	for _, line := range strings.Split(p.srvLog.String(), "\n") {
-		if strings.Contains(line, "tftp sent") && strings.Contains(line, "ipxe.efi") {
+	for _, e := range st.Events {
+		if e.Stage == "tftp" && e.Fields["file"] == "ipxe.efi" {
 			sent = true
 		}
 	}
 	if !sent {
-		t.Errorf("the server log shows no TFTP transfer of ipxe.efi:\n%s", p.srvLog.String())
+		t.Errorf("status pxeuefi01 shows no TFTP event for ipxe.efi:\n%s", out)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -55,6 +56,22 @@ type NetbootConfig struct {
 
 // startNetboot starts TFTP and DHCP as the configuration asks, in g.
 func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, dataDir string, httpPort int, cl *cluster, db *state.Store, log *slog.Logger) error {
+	// seen remembers which node DHCP last gave (or offered) each address,
+	// so TFTP transfers, which know only the address, name their node.
+	var seen sync.Map // netip.Addr -> node name
+	nodeAt := func(a netip.Addr) string {
+		if n, ok := seen.Load(a); ok {
+			return n.(string)
+		}
+		for _, n := range cl.Get().ExpandedNodes() {
+			for _, ip := range n.IPs {
+				if ip == a.String() {
+					return n.Name
+				}
+			}
+		}
+		return ""
+	}
 	if nc.TFTPAddr != "" {
 		root := nc.BootDir
 		if root == "" {
@@ -76,7 +93,7 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 			if tr.Err != nil {
 				msg = fmt.Sprintf("TFTP %s to %s failed: %v", tr.File, tr.Remote, tr.Err)
 			}
-			db.AppendEvent(state.Event{Kind: "boot", Stage: "tftp", Message: msg, Bytes: tr.Bytes, Fields: map[string]string{"file": tr.File, "remote": tr.Remote.String()}})
+			db.AppendEvent(state.Event{Node: nodeAt(tr.Remote.Addr().Unmap()), Kind: "boot", Stage: "tftp", Message: msg, Bytes: tr.Bytes, Fields: map[string]string{"file": tr.File, "remote": tr.Remote.String()}})
 		}})
 		if err != nil {
 			return fmt.Errorf("tftp: %w", err)
@@ -128,6 +145,9 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 		node := ""
 		if n, ok := findByMAC(cl.Get(), e.MAC); ok {
 			node = n.Name
+			if e.IP.IsValid() && !e.IP.IsUnspecified() && (e.Kind == dhcp.EventAck || e.Kind == dhcp.EventOffer) {
+				seen.Store(e.IP, node)
+			}
 		}
 		db.AppendEvent(state.Event{Node: node, Kind: "boot", Stage: "dhcp-" + string(e.Kind),
 			Message: fmt.Sprintf("DHCP %s %s %s (arch %d)", e.Kind, e.MAC, e.IP, e.Arch), Fields: map[string]string{"mac": e.MAC.String(), "ip": e.IP.String()}})
