@@ -457,6 +457,15 @@ func (p *planner) disk(d disklayout.Disk, t Disk) (DiskPlan, error) {
 				lf.min = max(lf.min, ceilMiB(p.o.MinBytes[f.Mountpoint]))
 			}
 			lf.label += " (" + what + ")"
+		} else if a, f := p.arrayOn(part.Path); f != nil {
+			// A RAID member holds its share of the array's filesystem.
+			need := max(minFilesystemBytes(f.Type), p.o.MinBytes[f.Mountpoint])
+			lf.min = max(lf.min, ceilMiB(need/int64(dataMembers(a.Level, max(a.RaidDevices, len(a.Devices))))))
+			lf.label += fmt.Sprintf(" (%s member of %s, %s", a.Level, a.Path, f.Type)
+			if f.Mountpoint != "" {
+				lf.label += " on " + f.Mountpoint
+			}
+			lf.label += ")"
 		}
 		if slices.Contains(part.Flags, "bios_grub") {
 			lf.pinned = true
@@ -688,6 +697,35 @@ func (p *planner) raid() error {
 		p.plan.RAID = append(p.plan.RAID, rp)
 	}
 	return nil
+}
+
+// arrayOn returns the captured RAID array that partition dev is a member
+// of and the filesystem on that array, if both exist.
+func (p *planner) arrayOn(dev string) (*disklayout.RAIDArray, *disklayout.Filesystem) {
+	for i, a := range p.l.RAID {
+		if slices.Contains(a.Devices, dev) {
+			if f := p.fsOn(a.Path); f != nil {
+				return &p.l.RAID[i], f
+			}
+		}
+	}
+	return nil, nil
+}
+
+// dataMembers is how many of an array's n members hold data rather than
+// copies or parity: the array's size over a member's.
+func dataMembers(level string, n int) int {
+	switch level {
+	case "raid0", "linear":
+		return max(n, 1)
+	case "raid4", "raid5":
+		return max(n-1, 1)
+	case "raid6":
+		return max(n-2, 1)
+	case "raid10":
+		return max(n/2, 1)
+	}
+	return 1
 }
 
 // redundancy is how many members an array of level and n members can

@@ -420,11 +420,20 @@ func TestNewPlanRAID(t *testing.T) {
 		})
 	}
 
+	// A member partition must hold the array's root: with / needing
+	// 5000 MiB, a 4 GiB disk is too small.
+	_, err := NewPlan(raidLayout(), []Disk{{Path: "/dev/vda", SizeBytes: gib(4)}}, PlanOptions{MinBytes: map[string]int64{"/": 5000 * MiB}})
+	want := "plan: disk /dev/vda (4096 MiB, 4094 MiB usable) is too small for the layout of /dev/sda: the partitions need " +
+		"partition 1 (raid1 member of /dev/md0, ext4 on /) at least 5000 MiB (grows)"
+	if err == nil || err.Error() != want {
+		t.Errorf("raid member too small: error %v, want %q", err, want)
+	}
+
 	// RAID0 cannot run without a member.
 	l := raidLayout()
 	l.RAID[0].Level = "raid0"
-	_, err := NewPlan(l, []Disk{{Path: "/dev/vda", SizeBytes: gib(8)}}, PlanOptions{})
-	want := "plan: RAID array /dev/md0 (raid0) would miss 1 of 2 members, which its level cannot run without; name more target disks"
+	_, err = NewPlan(l, []Disk{{Path: "/dev/vda", SizeBytes: gib(8)}}, PlanOptions{})
+	want = "plan: RAID array /dev/md0 (raid0) would miss 1 of 2 members, which its level cannot run without; name more target disks"
 	if err == nil || err.Error() != want {
 		t.Errorf("raid0 on one disk: error %v, want %q", err, want)
 	}
