@@ -31,7 +31,7 @@ type Disk struct {
 	ReadOnly bool `json:"read_only,omitempty"`
 	// Virtual is set for devices that are not disks of their own: loop
 	// devices, RAM disks (ram, zram), md arrays, device-mapper and
-	// network block devices, optical drives.
+	// network block devices, optical drives, hidden NVMe multipath paths.
 	Virtual bool `json:"virtual,omitempty"`
 	// Model is the model the disk reports, when it reports one.
 	Model string `json:"model,omitempty"`
@@ -389,8 +389,9 @@ func readDisk(sys, name string) (Disk, error) {
 			d.Virtual = true
 		}
 	}
-	// SCSI peripheral type 5 is a CD/DVD drive.
-	if t := readString(filepath.Join(dir, "device", "type")); t == "5" {
+	// SCSI peripheral type 5 is a CD/DVD drive; a hidden disk is an
+	// NVMe multipath path, reached through its namespace's node.
+	if readString(filepath.Join(dir, "device", "type")) == "5" || readString(filepath.Join(dir, "hidden")) == "1" {
 		d.Virtual = true
 	}
 	d.Model = readString(filepath.Join(dir, "device", "model"))

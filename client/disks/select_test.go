@@ -89,6 +89,7 @@ func testMachine(t *testing.T) string {
 		{name: "nvme0n1", sectors: 256 * g, ss: 4096, devPath: "pci0000:00/0000:00:05.0/nvme/nvme0",
 			files: map[string]string{"device/model": "QEMU NVMe Ctrl", "device/serial": "deadbeef", "wwid": "eui.0011223344556677", "nsid": "1"}},
 		{name: "sdd", sectors: 200 * g, ro: true},
+		{name: "nvme1c1n1", sectors: 256 * g, files: map[string]string{"hidden": "1"}},
 	})
 }
 
@@ -102,6 +103,7 @@ func TestListDisks(t *testing.T) {
 		{Name: "loop0", Path: "/dev/loop0", SizeBytes: 4 * g, SectorSize: 512, Virtual: true},
 		{Name: "nvme0n1", Path: "/dev/nvme0n1", SizeBytes: 256 * g, SectorSize: 4096, Model: "QEMU NVMe Ctrl", Serial: "deadbeef",
 			IDs: []string{"nvme-QEMU_NVMe_Ctrl_deadbeef", "nvme-eui.0011223344556677", "pci-0000:00:05.0-nvme-1"}},
+		{Name: "nvme1c1n1", Path: "/dev/nvme1c1n1", SizeBytes: 256 * g, SectorSize: 512, Virtual: true},
 		{Name: "sda", Path: "/dev/sda", SizeBytes: 120 * g, SectorSize: 512, Model: "Samsung SSD 860"},
 		{Name: "sdb", Path: "/dev/sdb", SizeBytes: 500 * g, SectorSize: 512, Model: "BIG DISK", IDs: []string{"wwn-0x5000c500a1b2c3d4"}},
 		{Name: "sdc", Path: "/dev/sdc", SizeBytes: 16 * g, SectorSize: 512, Removable: true},
@@ -148,7 +150,7 @@ func TestSelectRules(t *testing.T) {
 		rule Rule
 		want string
 	}{
-		{"size>=1T", `no disk matches rule "size>=1T"; passed over: loop0 (virtual), nvme0n1 (274877906944 bytes), sda (128849018880 bytes), sdb (536870912000 bytes), sdc (removable), sdd (read-only), sr0 (virtual), vda (42949672960 bytes)`},
+		{"size>=1T", `no disk matches rule "size>=1T"; passed over: loop0 (virtual), nvme0n1 (274877906944 bytes), nvme1c1n1 (virtual), sda (128849018880 bytes), sdb (536870912000 bytes), sdc (removable), sdd (read-only), sr0 (virtual), vda (42949672960 bytes)`},
 		{"size~5G", `disk rule "size~5G": condition "size~5G": no comparison (>=, >, <=, <, =)`},
 		{"biggest,size>1G", `disk rule "biggest,size>1G": condition "biggest": want size>=N, size>N, size<=N, size<N, size=N, smallest or largest`},
 		{"xvda", "select disk \"xvda\": no disk xvda in /sys/block"},
@@ -203,7 +205,7 @@ func TestSelectSeveral(t *testing.T) {
 		{rules: []Rule{"vda", "smallest"}, want: []string{"vda", "sda"}},
 		{rules: []Rule{"sda", "size>=100G,smallest"}, want: []string{"sda", "nvme0n1"}},
 		{rules: []Rule{"", "nvme0n1"}, err: `select disk "nvme0n1": nvme0n1 is already chosen by an earlier rule`},
-		{rules: []Rule{"", "", "", "", ""}, err: `no eligible disk; passed over: loop0 (virtual), nvme0n1 (chosen already), sda (chosen already), sdb (chosen already), sdc (removable), sdd (read-only), sr0 (virtual), vda (chosen already)`},
+		{rules: []Rule{"", "", "", "", ""}, err: `no eligible disk; passed over: loop0 (virtual), nvme0n1 (chosen already), nvme1c1n1 (virtual), sda (chosen already), sdb (chosen already), sdc (removable), sdd (read-only), sr0 (virtual), vda (chosen already)`},
 	}
 	for _, tt := range tests {
 		var chosen []Disk
