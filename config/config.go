@@ -177,7 +177,30 @@ type Node struct {
 	// templates. They take precedence over variables of the same name set
 	// by its groups.
 	Vars map[string]string `yaml:"vars"`
+	// Install says how `goldcast install` treats the node's disks and
+	// what the machine does afterwards.
+	Install Install `yaml:"install"`
 }
+
+// Install holds a node's install settings.
+type Install struct {
+	// Disk chooses the disk to install on: a device path ("/dev/sda",
+	// "/dev/disk/by-id/..."), a size rule ("size>=100G", "smallest",
+	// "largest"), or empty for the first non-removable disk.
+	Disk string `yaml:"disk"`
+	// Wipe lets the install overwrite a disk that already holds a
+	// partition table or filesystem. Without it such a disk is refused
+	// and the install stops before touching it.
+	Wipe bool `yaml:"wipe"`
+	// PostAction is what the machine does after a successful install:
+	// reboot (the default), poweroff, shell (a rescue shell on the
+	// console) or kexec (boot the installed kernel without a firmware
+	// round trip).
+	PostAction string `yaml:"post_action"`
+}
+
+// PostActions lists the valid Install.PostAction values.
+func PostActions() []string { return []string{"reboot", "poweroff", "shell", "kexec"} }
 
 // Group declares a named set of nodes sharing settings. A node belongs to a
 // group when the node lists it in its groups, or when the group's Nodes

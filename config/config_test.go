@@ -261,7 +261,7 @@ colour: blue
 `,
 			want: []string{
 				`goldcast.yaml:3: server.port: unknown field; known fields are listen, rsync_listen, allow_networks, tftp_listen, boot_dir, unknown_nodes, dhcp`,
-				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars`,
+				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars, install`,
 				`goldcast.yaml:7: colour: unknown field; known fields are server, nodes, groups, overrides`,
 			},
 		},
@@ -443,7 +443,7 @@ groups:
     vars: {<<: {k: [v]}}
 `,
 			want: []string{
-				`goldcast.yaml:3: nodes[0].colour: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars`,
+				`goldcast.yaml:3: nodes[0].colour: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars, install`,
 				`goldcast.yaml:5: nodes[1]: merge key "<<" needs a mapping or a list of mappings, not "x"`,
 				`goldcast.yaml:7: nodes[2].vars.k: want a single value, not a list`,
 			},

@@ -683,6 +683,15 @@ func isEmptyValue(v reflect.Value) bool {
 	switch v.Kind() {
 	case reflect.String, reflect.Slice, reflect.Map:
 		return v.Len() == 0
+	case reflect.Bool:
+		return !v.Bool()
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !isEmptyValue(v.Field(i)) {
+				return false
+			}
+		}
+		return true
 	}
 	return false
 }
@@ -858,6 +867,12 @@ func valueNode(key string, v reflect.Value, old *yaml.Node) *yaml.Node {
 		for _, k := range slices.Sorted(maps.Keys(vars)) {
 			n.Content = append(n.Content, strNode(k), strNode(vars[k]))
 		}
+	case reflect.Bool:
+		n = &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: strconv.FormatBool(v.Bool())}
+	case reflect.Struct:
+		// A settings block (install:): its non-empty fields, in the
+		// format's order.
+		n = entryMapping(v.Interface())
 	}
 	if old != nil {
 		copyComments(n, old)
@@ -865,13 +880,15 @@ func valueNode(key string, v reflect.Value, old *yaml.Node) *yaml.Node {
 	return n
 }
 
-// emptyNode returns an explicitly empty value of the kind of v: "", [] or
-// {}.
+// emptyNode returns an explicitly empty value of the kind of v: "", [],
+// {} or false.
 func emptyNode(v reflect.Value) *yaml.Node {
 	switch v.Kind() {
+	case reflect.Bool:
+		return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!bool", Value: "false"}
 	case reflect.Slice:
 		return &yaml.Node{Kind: yaml.SequenceNode, Tag: "!!seq", Style: yaml.FlowStyle}
-	case reflect.Map:
+	case reflect.Struct, reflect.Map:
 		return &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map", Style: yaml.FlowStyle}
 	}
 	return &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Style: yaml.DoubleQuotedStyle}

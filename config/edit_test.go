@@ -1158,3 +1158,43 @@ func TestOpenEditorErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestEditorInstallSettings(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "goldcast.yaml")
+	if err := os.WriteFile(path, []byte("# lab\nnodes:\n  - name: n1 # keep me\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ed, err := OpenEditor(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ed.AddNode(Node{Name: "n2", Install: Install{Disk: "/dev/vda", Wipe: true, PostAction: "poweroff"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ed.SetNode("n1", func(n *Node) error { n.Install.Wipe = true; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if err := ed.Save(); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		data, _ := os.ReadFile(path)
+		t.Fatalf("%v\n%s", err, data)
+	}
+	got := map[string]Install{}
+	for _, n := range c.ExpandedNodes() {
+		got[n.Name] = n.Install
+	}
+	want := map[string]Install{"n1": {Wipe: true}, "n2": {Disk: "/dev/vda", Wipe: true, PostAction: "poweroff"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("install settings (-want +got):\n%s", diff)
+	}
+	data, _ := os.ReadFile(path)
+	if !strings.Contains(string(data), "# keep me") {
+		t.Errorf("the edit lost a comment:\n%s", data)
+	}
+	if _, err := parse("goldcast.yaml", []byte("nodes:\n  - name: n1\n    install: {post_action: explode}\n")); err == nil || !strings.Contains(err.Error(), `nodes[0].install.post_action: "explode" is not one of reboot, poweroff, shell, kexec`) {
+		t.Errorf("bad post_action: %v", err)
+	}
+}

@@ -232,6 +232,14 @@ func (d *decoder) check(n *yaml.Node, t reflect.Type, path string) {
 		if n.ShortTag() != "!!int" || n.Decode(&v) != nil {
 			d.reportAt(n.Line, path, fmt.Errorf("%q is not an integer", n.Value))
 		}
+	case reflect.Bool:
+		if !d.want(n, yaml.ScalarNode, path) {
+			return
+		}
+		var v bool
+		if n.ShortTag() != "!!bool" || n.Decode(&v) != nil {
+			d.reportAt(n.Line, path, fmt.Errorf("%q is not true or false", n.Value))
+		}
 	default:
 		// Only reachable if a field of a type not handled here is added
 		// to the format.

@@ -248,6 +248,9 @@ func validateNodes(nodes []Node, groups map[string]int, r reporter) {
 			r.report(field(path, "transport"), fmt.Errorf("%q is not one of %s", n.Transport, join(transports())))
 		}
 		checkOverrides(n.Overrides, field(path, "overrides"), r)
+		if a := n.Install.PostAction; a != "" && !slices.Contains(PostActions(), a) {
+			r.report(field(field(path, "install"), "post_action"), fmt.Errorf("%q is not one of %s", a, strings.Join(PostActions(), ", ")))
+		}
 	}
 }
 
