@@ -131,6 +131,50 @@ func (s *Store) Events(since uint64, node string, limit int) ([]Event, error) {
 	return out, nil
 }
 
+// LastEvents returns the newest event of each node in nodes (of every
+// node when nodes is nil), looking back over at most depth events (all
+// when depth <= 0). Nodes without an event in that window are absent.
+func (s *Store) LastEvents(nodes []string, depth int) (map[string]Event, error) {
+	var want map[string]bool
+	if nodes != nil {
+		want = make(map[string]bool, len(nodes))
+		for _, n := range nodes {
+			want[n] = true
+		}
+	}
+	out := map[string]Event{}
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket([]byte(bucketEvents)).Cursor()
+		seen := 0
+		for k, v := c.Last(); k != nil; k, v = c.Prev() {
+			if depth > 0 && seen >= depth {
+				break
+			}
+			seen++
+			var e Event
+			if err := decodeJSON(k, v, &e); err != nil {
+				return err
+			}
+			if e.Node == "" || (want != nil && !want[e.Node]) {
+				continue
+			}
+			if _, ok := out[e.Node]; ok {
+				continue
+			}
+			e.Seq = binary.BigEndian.Uint64(k)
+			out[e.Node] = e
+			if want != nil && len(out) == len(want) {
+				break
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the last events of nodes: %w", err)
+	}
+	return out, nil
+}
+
 // PruneEvents deletes all but the newest keep events. Sequence numbers
 // keep increasing afterwards.
 func (s *Store) PruneEvents(keep int) error {

@@ -25,6 +25,22 @@ type NodeStatus struct {
 	BootID string `json:"boot_id,omitempty"`
 	// Kernel is the running kernel release.
 	Kernel string `json:"kernel,omitempty"`
+	// Stage is the install stage the node last reported (an api.Stage*
+	// constant).
+	Stage string `json:"stage,omitempty"`
+	// Percent is the install's progress by bytes, 0 to 100.
+	Percent float64 `json:"percent,omitempty"`
+	// Rate is the transfer rate last reported, in bytes per second.
+	Rate float64 `json:"rate,omitempty"`
+	// ETA is the expected time left in the transfer, in seconds.
+	ETA float64 `json:"eta_seconds,omitempty"`
+	// Hostname is the host name the installed system reported.
+	Hostname string `json:"hostname,omitempty"`
+	// LocalBoot records that an install finished but the node's boot
+	// action could not be set to local in goldcast.yaml (the node is
+	// declared by a host range entry, say): the node should boot from
+	// its disk all the same. A new install clears it.
+	LocalBoot bool `json:"local_boot,omitempty"`
 }
 
 // PutNodeStatus stores st as the status of st.Node, replacing the previous
@@ -40,6 +56,35 @@ func (s *Store) PutNodeStatus(st NodeStatus) error {
 		return fmt.Errorf("store status of node %q: %w", st.Node, err)
 	}
 	return nil
+}
+
+// UpdateNodeStatus changes the status of node name in one transaction:
+// fn gets the current record (with Node set and found false when there is
+// none) and changes it in place; when fn returns false nothing is written.
+// It returns the record as stored (or as fn left it when not written).
+func (s *Store) UpdateNodeStatus(name string, fn func(st *NodeStatus, found bool) bool) (NodeStatus, error) {
+	if name == "" {
+		return NodeStatus{}, fmt.Errorf("update node status: node name is empty")
+	}
+	var st NodeStatus
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketNodes))
+		st = NodeStatus{}
+		found, err := getJSON(b, []byte(name), &st)
+		if err != nil {
+			return err
+		}
+		st.Node = name
+		if !fn(&st, found) {
+			return nil
+		}
+		st.Node = name
+		return putJSON(b, []byte(name), &st)
+	})
+	if err != nil {
+		return NodeStatus{}, fmt.Errorf("update status of node %q: %w", name, err)
+	}
+	return st, nil
 }
 
 // NodeStatus returns the status of node name, or an error wrapping
