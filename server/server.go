@@ -61,6 +61,9 @@ type Config struct {
 	Netboot NetbootConfig
 	// Torrent configures BitTorrent fan-out (see TorrentConfig).
 	Torrent TorrentConfig
+	// HealthTimeout is how long an installed node has to report healthy
+	// from its first boot before it is marked unhealthy (0: no limit).
+	HealthTimeout time.Duration
 	// Logger receives the server's logs (default: discard).
 	Logger *slog.Logger
 	// Ready is called once every listener is bound, with the addresses
@@ -170,8 +173,10 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	defer tor.close()
-	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr}, tor, cfg.Netboot.UnknownNodes)
+	inst := newInstallService(st.Root(), cluster, db, log, cfg.HealthTimeout)
+	handler := newHandler(st, db, ov, cluster, auth, m, log, cfg.CaptureTimeout, api.ServerInfo{RsyncAddr: rsyncAddr}, tor, cfg.Netboot.UnknownNodes, inst)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 30 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv.RegisterOnShutdown(inst.stopStreams)
 
 	ready := Ready{HTTPAddr: httpLn.Addr().String(), TokenPath: tokenPath, Fingerprint: fingerprint}
 	scheme := "http"
@@ -189,6 +194,7 @@ func Run(ctx context.Context, cfg Config) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cluster.Watch(gctx, cfg.ConfigPollInterval) })
 	g.Go(func() error { return tor.run(gctx) })
+	g.Go(func() error { return inst.watchHealth(gctx) })
 	if err := startNetboot(gctx, g, cfg.Netboot, st.Root(), httpLn.Addr().(*net.TCPAddr).Port, cluster, db, log); err != nil {
 		srv.Close()
 		g.Wait()
@@ -264,7 +270,7 @@ func parseNetworks(nets []string) ([]netip.Prefix, error) {
 }
 
 // newHandler builds the HTTP routes.
-func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo, tor *torrentService, unknownNodes string) http.Handler {
+func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *cluster, auth *authenticator, m *metrics, log *slog.Logger, captureTimeout time.Duration, info api.ServerInfo, tor *torrentService, unknownNodes string, inst *installService) http.Handler {
 	images := &imageHandler{store: st, log: log, metrics: m, indexes: newIndexCache(8)}
 	nodes := &nodeHandler{store: st, overrides: ov, cluster: cl, images: images, log: log, trees: map[string]*servedTree{}}
 	boot := &bootHandler{dataDir: st.Root(), cluster: cl, state: db, log: log, unknownNodes: unknownNodes}
@@ -295,8 +301,8 @@ func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *clust
 	route("POST "+p+"/captures/{id}/signatures", auth.admin(captures.signatures))
 	route("POST "+p+"/captures/{id}/content", auth.admin(captures.content))
 	route("DELETE "+p+"/captures/{id}", auth.admin(captures.abort))
-	route("GET "+p+"/events", auth.read(eventsHandler(db)))
 	tor.routes(route, auth)
+	inst.routes(route, auth) // progress, health, status, events
 	// Network boot: firmware and iPXE know no tokens; the script hands the
 	// node a fresh token of its own for everything after.
 	route("GET /boot/ipxe", boot.script)
