@@ -80,6 +80,7 @@ rsync port is replaced by 8730. SIGTERM or Ctrl-C shuts down gracefully.`,
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "key of --tls-cert (PEM)")
 	f.BoolVar(&cfg.TLSSelfSigned, "tls-self-signed", false, "serve HTTPS with a certificate generated into DATA/tls (clients pin its fingerprint)")
 	f.DurationVar(&cfg.CaptureTimeout, "capture-timeout", 2*time.Minute, "how long a silent capture session keeps its image locked")
+	f.DurationVar(&cfg.HealthTimeout, "health-timeout", 15*time.Minute, "how long an installed node has to report healthy from its first boot before it is marked unhealthy (0: no limit)")
 	f.DurationVar(&cfg.ConfigPollInterval, "config-poll", 2*time.Second, "how often goldcast.yaml is checked for changes (SIGHUP reloads at once)")
 	f.StringVar(&cfg.Netboot.TFTPAddr, "tftp", "", `TFTP listen address for iPXE binaries, e.g. ":69" ("" off)`)
 	f.StringVar(&cfg.Netboot.BootDir, "boot-dir", "", "TFTP root with undionly.kpxe and ipxe.efi (default "+server.DefaultIPXEDir+", Debian package ipxe)")
