@@ -290,6 +290,8 @@ func newHandler(st *store.Store, db *state.Store, ov *overrides.Store, cl *clust
 	route("POST "+p+"/images/{ref}/entries", auth.read(images.entries))
 	route("POST "+p+"/images/{ref}/delta", auth.read(images.delta))
 	route("GET "+p+"/nodes/{node}/plan", auth.node(st.Root(), nodes.info))
+	route("GET "+p+api.InstallPlanPath, auth.node(st.Root(), nodes.installPlan))
+	route("GET "+p+api.ScriptPath, auth.node(st.Root(), nodes.script))
 	route("GET "+p+"/nodes/{node}/stream", auth.node(st.Root(), nodes.stream))
 	route("POST "+p+"/nodes/{node}/tree", auth.node(st.Root(), nodes.tree))
 	route("POST "+p+"/nodes/{node}/entries", auth.node(st.Root(), nodes.entries))
