@@ -2,7 +2,9 @@ package dhcp
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -533,5 +535,81 @@ func TestNewValidates(t *testing.T) {
 				t.Errorf("New error %v, want error %v", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+// TestHandleConcurrent runs many clients' exchanges at once, as Serve
+// does: every client is acknowledged a different address, the store
+// holds exactly those leases, and once the pool is used up a new client
+// is refused.
+func TestHandleConcurrent(t *testing.T) {
+	cfg := baseConfig()
+	cfg.Range = Range{First: mustAddr("10.0.0.100"), Last: mustAddr("10.0.0.199")}
+	st := openStore(t)
+	srv, err := New(cfg, Deps{Leases: st, Logger: quietLogger(), Now: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clients = 100
+	macOf := func(i int) string { return fmt.Sprintf("02:00:00:00:01:%02x", i) }
+	got := make([]string, clients)
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			offer, err := srv.Handle(msg(t, dhcpv4.MessageTypeDiscover, macOf(i)), clientFrom())
+			if err != nil {
+				t.Errorf("discover %d: %v", i, err)
+				return
+			}
+			ack, err := srv.Handle(msg(t, dhcpv4.MessageTypeRequest, macOf(i), serverID("10.0.0.1"), requested(offer.YourIPAddr.String())), clientFrom())
+			if err != nil || ack.MessageType() != dhcpv4.MessageTypeAck {
+				t.Errorf("request %d: %v %v", i, summarize(ack), err)
+				return
+			}
+			got[i] = ack.YourIPAddr.String()
+		})
+	}
+	wg.Wait()
+	var want []leaseView
+	seen := map[string]bool{}
+	for i, ip := range got {
+		if seen[ip] {
+			t.Errorf("%s acknowledged twice", ip)
+		}
+		seen[ip] = true
+		want = append(want, leaseView{MAC: macOf(i), IP: ip, Expiry: t0().Add(time.Hour)})
+	}
+	if diff := cmp.Diff(want, leaseViews(t, st)); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+	if _, err := srv.Handle(msg(t, dhcpv4.MessageTypeDiscover, "02:00:00:00:02:00"), clientFrom()); !errors.Is(err, ErrPoolExhausted) {
+		t.Errorf("discover with the pool used up: %v, want %v", err, ErrPoolExhausted)
+	}
+}
+
+// TestExpiredOfferReturnsAddress checks that an address offered to a
+// client that never asked for it goes back to the pool once the offer
+// lapses: the next client gets the lowest address again.
+func TestExpiredOfferReturnsAddress(t *testing.T) {
+	clk := &clock{t: t0()}
+	srv, err := New(baseConfig(), Deps{Leases: openStore(t), Logger: quietLogger(), Now: clk.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, step := range []struct {
+		mac     string
+		advance time.Duration
+	}{{macA, 0}, {macB, 0}, {macC, 2 * offerHold}, {macD, 0}} {
+		clk.advance(step.advance)
+		resp, err := srv.Handle(msg(t, dhcpv4.MessageTypeDiscover, step.mac), clientFrom())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, resp.YourIPAddr.String())
+	}
+	want := []string{"10.0.0.100", "10.0.0.101", "10.0.0.100", "10.0.0.101"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("offers (-want +got):\n%s", diff)
 	}
 }

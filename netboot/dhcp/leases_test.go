@@ -2,8 +2,12 @@ package dhcp
 
 import (
 	"bytes"
+	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"sort"
+	"sync"
 	"testing"
 	"time"
 
@@ -195,5 +199,62 @@ func TestLeasesSurviveRestart(t *testing.T) {
 	wantOffers := map[string]string{macA: "10.0.0.101", macB: "10.0.0.100", macC: "10.0.0.102"}
 	if diff := cmp.Diff(wantOffers, got); diff != "" {
 		t.Errorf("offers after restart (-want +got):\n%s", diff)
+	}
+}
+
+// TestFileLeaseStoreConcurrent puts and deletes from many goroutines at
+// once, as the server's concurrent requests do: every call that returned
+// nil is in the file, read back by a new store, and a call after Close
+// fails.
+func TestFileLeaseStoreConcurrent(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "leases.jsonl")
+	st, err := OpenFileLeaseStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const clients = 300
+	hour := t0().Add(time.Hour)
+	macOf := func(i int) string { return fmt.Sprintf("02:00:00:00:%02x:%02x", i>>8, i&0xff) }
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*clients)
+	for i := range clients {
+		wg.Go(func() {
+			ip := netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})
+			errs <- st.Put(Lease{MAC: mustMAC(macOf(i)), IP: ip, Expiry: hour})
+			if i%3 == 0 {
+				errs <- st.Delete(mustMAC(macOf(i)))
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want []leaseView
+	for i := range clients {
+		if i%3 != 0 {
+			want = append(want, leaseView{MAC: macOf(i), IP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}).String(), Expiry: hour})
+		}
+	}
+	sort.Slice(want, func(i, j int) bool { return want[i].MAC < want[j].MAC })
+	if diff := cmp.Diff(want, leaseViews(t, st)); diff != "" {
+		t.Errorf("leases (-want +got):\n%s", diff)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Put(lease(macA, "10.0.0.1", hour)); err == nil {
+		t.Error("Put after Close succeeded")
+	}
+	re, err := OpenFileLeaseStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer re.Close()
+	if diff := cmp.Diff(want, leaseViews(t, re)); diff != "" {
+		t.Errorf("reopened leases (-want +got):\n%s", diff)
 	}
 }

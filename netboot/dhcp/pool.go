@@ -191,21 +191,17 @@ func (s *Server) choose(mac net.HardwareAddr, requested netip.Addr, now time.Tim
 	// have leases or offers; the cursor moves up over leased, offered and
 	// never-usable addresses, and back down when a lease or an offer
 	// goes.
-	r := s.cfg.Range
-	advance := true
-	for ip := p.fresh; ip.IsValid() && r.Contains(ip); ip = ip.Next() {
-		_, offered := p.offered[ip]
-		if len(p.byIP[ip]) > 0 || offered || s.never(ip) {
-			if advance {
-				p.fresh = ip.Next()
-			}
-			continue
-		}
-		advance = false
-		if s.free(ip, mac, key, now) {
-			return ip, "", nil
-		}
+	if ip, ok := s.freshAddr(mac, key, now); ok {
+		return ip, "", nil
 	}
+	// Offers that expired since the last sweep hold their addresses
+	// until one: sweep now and look again before reusing old leases.
+	p.nextSweep = time.Time{}
+	p.sweep(now)
+	if ip, ok := s.freshAddr(mac, key, now); ok {
+		return ip, "", nil
+	}
+	r := s.cfg.Range
 	// Every address has a lease: the one expired longest ago.
 	var oldest Lease
 	for ip := r.First; ip.IsValid() && r.Contains(ip); ip = ip.Next() {
@@ -222,6 +218,27 @@ func (s *Server) choose(mac net.HardwareAddr, requested netip.Addr, now time.Tim
 		return netip.Addr{}, "", fmt.Errorf("range %v-%v: %w", r.First, r.Last, ErrPoolExhausted)
 	}
 	return oldest.IP, "", nil
+}
+
+// freshAddr returns the lowest address of the range that no lease
+// names and that mac may have. The caller holds s.mu.
+func (s *Server) freshAddr(mac net.HardwareAddr, key string, now time.Time) (netip.Addr, bool) {
+	p, r := s.pool, s.cfg.Range
+	advance := true
+	for ip := p.fresh; ip.IsValid() && r.Contains(ip); ip = ip.Next() {
+		_, offered := p.offered[ip]
+		if len(p.byIP[ip]) > 0 || offered || s.never(ip) {
+			if advance {
+				p.fresh = ip.Next()
+			}
+			continue
+		}
+		advance = false
+		if s.free(ip, mac, key, now) {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
 }
 
 // allocatable reports whether mac may have ip now: its reservation, or a
