@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/goldcast/goldcast/images/manifest"
@@ -54,6 +56,63 @@ type ExtractOptions struct {
 	Progress manifest.Progress
 	// Logger receives notes (skipped device nodes). Nil discards.
 	Logger *slog.Logger
+	// MountedTarget allows a target that holds the empty mount points of
+	// other filesystems (an installer's /target with /target/boot/efi
+	// mounted): directories that are mount points, or lead to them, and
+	// hold nothing else but lost+found. Those directories are kept and
+	// get the manifest's metadata.
+	MountedTarget bool
+}
+
+// mountSkeleton checks that target holds nothing but mount points of
+// other filesystems, the directories leading to them and lost+found
+// directories, and returns the directories it holds (manifest paths),
+// or an error wrapping ErrTargetNotEmpty naming what else it found.
+func mountSkeleton(target string) (map[string]bool, error) {
+	dirs := map[string]bool{}
+	var walk func(rel string, dev uint64) (mounts int, err error)
+	walk = func(rel string, dev uint64) (int, error) {
+		dir := filepath.Join(target, rel)
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return 0, err
+		}
+		mounts := 0
+		for _, e := range ents {
+			child := filepath.Join(rel, e.Name())
+			if e.Name() == "lost+found" && e.IsDir() {
+				continue
+			}
+			if !e.IsDir() {
+				return 0, fmt.Errorf("%w: it holds %s", ErrTargetNotEmpty, child)
+			}
+			var st unix.Stat_t
+			if err := unix.Lstat(filepath.Join(target, child), &st); err != nil {
+				return 0, err
+			}
+			n, err := walk(child, st.Dev)
+			if err != nil {
+				return 0, err
+			}
+			if st.Dev != dev {
+				n++ // a mount point
+			}
+			if n == 0 {
+				return 0, fmt.Errorf("%w: it holds the directory %s, which is no mount point", ErrTargetNotEmpty, child)
+			}
+			dirs[filepath.ToSlash(child)] = true
+			mounts += n
+		}
+		return mounts, nil
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(target, &st); err != nil {
+		return nil, err
+	}
+	if _, err := walk(".", st.Dev); err != nil {
+		return nil, err
+	}
+	return dirs, nil
 }
 
 // Result is what an extraction learned from the stream.
@@ -126,12 +185,22 @@ func classify(err error, what string) error {
 // presented as complete.
 func Extract(ctx context.Context, r io.Reader, target string, opts ExtractOptions) (res *Result, err error) {
 	created := false
-	var keep []string // what the target held before (lost+found)
+	var keep []string            // what the target held before (lost+found)
+	var existing map[string]bool // MountedTarget's directories
 	if _, statErr := os.Lstat(target); errors.Is(statErr, os.ErrNotExist) {
 		if err := os.MkdirAll(target, 0o755); err != nil {
 			return nil, fmt.Errorf("create target %q: %w", target, err)
 		}
 		created = true
+	} else if opts.MountedTarget {
+		dirs, err := mountSkeleton(target)
+		if err != nil {
+			return nil, fmt.Errorf("extract into %q: %w", target, err)
+		}
+		existing = dirs
+		if _, err := os.Lstat(filepath.Join(target, "lost+found")); err == nil {
+			keep = append(keep, "lost+found")
+		}
 	} else {
 		empty, err := materialize.IsEmptyDir(target, true)
 		if err != nil {
@@ -177,7 +246,7 @@ func Extract(ctx context.Context, r io.Reader, target string, opts ExtractOption
 			return nil, err
 		}
 	}
-	x := &extractor{tr: tr, target: target, opts: opts, log: opts.Logger, grouped: m.HardLinked()}
+	x := &extractor{tr: tr, target: target, opts: opts, log: opts.Logger, grouped: m.HardLinked(), existing: existing}
 	if x.log == nil {
 		x.log = slog.New(slog.DiscardHandler)
 	}
@@ -226,6 +295,8 @@ type extractor struct {
 	log     *slog.Logger
 	reused  int
 	grouped map[string]bool
+	// existing are directories the target held (MountedTarget).
+	existing map[string]bool
 }
 
 func (x *extractor) entry(e *manifest.Entry, h *tar.Header) error {
@@ -235,6 +306,9 @@ func (x *extractor) entry(e *manifest.Entry, h *tar.Header) error {
 	var n int64
 	switch {
 	case e.Type == manifest.TypeDir:
+		if x.existing[e.Path] {
+			break // a mount point (or a directory leading to one)
+		}
 		if err := materialize.CreateDir(x.target, e); err != nil {
 			return err
 		}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -472,5 +473,64 @@ func TestFullDiskIsALocalError(t *testing.T) {
 	ents, _ := os.ReadDir(target)
 	if len(ents) != 1 || ents[0].Name() != "lost+found" {
 		t.Errorf("after the failure the target holds %v; want only the pre-existing lost+found", ents)
+	}
+}
+
+// TestMountedTarget extracts into an installer-style target: a/b is the
+// mount point of another filesystem (a tmpfs here), a leads to it. The
+// files under a/b land on that filesystem; stray files or plain empty
+// directories still make the target not empty.
+func TestMountedTarget(t *testing.T) {
+	src := smallTree(t)
+	data := encode(t, src, scanned(t, src), nil)
+	target := t.TempDir()
+	mp := filepath.Join(target, "a", "b")
+	if err := os.MkdirAll(mp, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Mount("tmpfs", mp, "tmpfs", 0, "size=4m"); err != nil {
+		t.Skipf("cannot mount a tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(mp, unix.MNT_DETACH) })
+	os.Mkdir(filepath.Join(mp, "lost+found"), 0o700)
+
+	if _, err := Extract(context.Background(), bytes.NewReader(data), target, ExtractOptions{}); !errors.Is(err, ErrTargetNotEmpty) {
+		t.Fatalf("without MountedTarget: %v, want ErrTargetNotEmpty", err)
+	}
+	if _, err := Extract(context.Background(), bytes.NewReader(data), target, ExtractOptions{MountedTarget: true, Materialize: privileged()}); err != nil {
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Join(mp, "two"), &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+		t.Errorf("a/b/two is not on the mounted tmpfs (statfs %v, type %x)", err, st.Type)
+	}
+	oracleTree(t, src, target, "a/b/lost+found")
+
+	for name, setup := range map[string]func(dir string){
+		"stray file":      func(dir string) { os.WriteFile(filepath.Join(dir, "stray"), nil, 0o644) },
+		"plain empty dir": func(dir string) { os.Mkdir(filepath.Join(dir, "nothing-mounted"), 0o755) },
+	} {
+		dir := t.TempDir()
+		setup(dir)
+		if _, err := Extract(context.Background(), bytes.NewReader(data), dir, ExtractOptions{MountedTarget: true}); !errors.Is(err, ErrTargetNotEmpty) {
+			t.Errorf("%s: %v, want ErrTargetNotEmpty", name, err)
+		}
+	}
+}
+
+// oracleTree compares two trees with rsync's itemized dry run, skipping
+// the named paths of dst.
+func oracleTree(t *testing.T, src, dst string, skip ...string) {
+	t.Helper()
+	args := []string{"-aHAXn", "--numeric-ids", "-c", "--delete", "-i"}
+	for _, s := range skip {
+		args = append(args, "--exclude=/"+s)
+	}
+	out, err := exec.Command("rsync", append(args, src+"/", dst+"/")...).CombinedOutput()
+	if err != nil {
+		t.Skipf("rsync: %v %s", err, out)
+	}
+	if len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("trees differ:\n%s", out)
 	}
 }
