@@ -1,0 +1,97 @@
+package state
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestUpdateNodeStatus(t *testing.T) {
+	s, _ := openTemp(t)
+	base := baseTime()
+	// A missing record: fn sees found false and the name set.
+	got, err := s.UpdateNodeStatus("n1", func(st *NodeStatus, found bool) bool {
+		if found || st.Node != "n1" {
+			t.Errorf("new record: found %v, %+v", found, st)
+		}
+		st.State, st.Stage, st.Percent, st.Updated = "installing", "transfer", 10, base
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := NodeStatus{Node: "n1", State: "installing", Stage: "transfer", Percent: 10, Updated: base}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("returned (-want +got):\n%s", diff)
+	}
+	// fn sees what is stored; false writes nothing; the name cannot change.
+	if _, err := s.UpdateNodeStatus("n1", func(st *NodeStatus, found bool) bool {
+		if !found || st.Percent != 10 {
+			t.Errorf("stored record: found %v, %+v", found, st)
+		}
+		st.Percent = 99
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateNodeStatus("n1", func(st *NodeStatus, _ bool) bool {
+		st.Node, st.Percent, st.LocalBoot = "other", 20, true
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := s.NodeStatus("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Percent, want.LocalBoot = 20, true
+	if diff := cmp.Diff(&want, stored); diff != "" {
+		t.Errorf("stored (-want +got):\n%s", diff)
+	}
+	if _, err := s.NodeStatus("other"); err == nil {
+		t.Error("fn renamed the record")
+	}
+	if _, err := s.UpdateNodeStatus("", func(*NodeStatus, bool) bool { return true }); err == nil {
+		t.Error("empty node name accepted")
+	}
+}
+
+func TestLastEvents(t *testing.T) {
+	s, _ := openTemp(t)
+	base := baseTime()
+	for i, node := range []string{"a", "b", "a", "", "c", "b", "a"} {
+		if _, err := s.AppendEvent(Event{Time: base.Add(time.Duration(i) * time.Second), Node: node, Kind: "k", Message: node + string(rune('0'+i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	msgs := func(m map[string]Event) map[string]string {
+		out := map[string]string{}
+		for n, e := range m {
+			out[n] = e.Message
+		}
+		return out
+	}
+	cases := []struct {
+		name  string
+		nodes []string
+		depth int
+		want  map[string]string
+	}{
+		{"all nodes", nil, 0, map[string]string{"a": "a6", "b": "b5", "c": "c4"}},
+		{"some nodes", []string{"b", "c", "z"}, 0, map[string]string{"b": "b5", "c": "c4"}},
+		{"shallow", nil, 2, map[string]string{"a": "a6", "b": "b5"}},
+		{"no nodes", []string{}, 0, map[string]string{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := s.LastEvents(tc.nodes, tc.depth)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tc.want, msgs(got)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
