@@ -337,6 +337,7 @@ type Event struct {
 	Stage   string            `json:"stage,omitempty"`
 	Percent float64           `json:"percent,omitempty"`
 	Bytes   int64             `json:"bytes,omitempty"`
+	Rate    float64           `json:"rate,omitempty"`
 	Message string            `json:"message,omitempty"`
 	Fields  map[string]string `json:"fields,omitempty"`
 }
