@@ -32,6 +32,11 @@ const (
 // anything.
 const StateUnknown = "unknown"
 
+// EventSeqHeader, on the answer to GET /status, is the number of the last
+// event the states include: follow the events after it
+// (/events?follow=1&since=SEQ) to keep them current.
+const EventSeqHeader = "X-Goldcast-Event-Seq"
+
 // maxLogTail is how many log lines of a failed install are kept.
 const maxLogTail = 50
 
@@ -421,11 +426,19 @@ func (s *installService) nodeStates(w http.ResponseWriter, r *http.Request) {
 		}
 		filter = append(filter, hosts...)
 	}
+	// The event number first: a client following the events after it
+	// misses nothing the states do not already hold.
+	seq, err := s.state.LastSeq()
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
 	states, err := s.states(filter)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
+	w.Header().Set(EventSeqHeader, strconv.FormatUint(seq, 10))
 	writeJSON(w, http.StatusOK, states)
 }
 

@@ -457,6 +457,17 @@ func TestNodeStates(t *testing.T) {
 		{"?node=rack[02-03]&node=n1", []string{"n1=unknown", "rack02=unknown", "rack03=installing"}},
 		{"?node=nosuch", []string{"nosuch=unknown"}},
 	}
+	// The answer names the last event it includes.
+	resp, err := http.Get(s.url + api.Prefix + api.NodeStatesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	var all []state.Event
+	s.getJSON("/events", &all)
+	if got, want := resp.Header.Get(EventSeqHeader), fmt.Sprint(all[len(all)-1].Seq); got != want {
+		t.Errorf("%s = %q, want %q", EventSeqHeader, got, want)
+	}
 	for _, tc := range cases {
 		var got []api.NodeState
 		s.getJSON(api.NodeStatesPath+tc.query, &got)

@@ -131,6 +131,20 @@ func (s *Store) Events(since uint64, node string, limit int) ([]Event, error) {
 	return out, nil
 }
 
+// LastSeq returns the sequence number of the newest event appended (0
+// when none ever was). Events pruned since keep their numbers used.
+func (s *Store) LastSeq() (uint64, error) {
+	var seq uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		seq = tx.Bucket([]byte(bucketEvents)).Sequence()
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("read the last event number: %w", err)
+	}
+	return seq, nil
+}
+
 // LastEvents returns the newest event of each node in nodes (of every
 // node when nodes is nil), looking back over at most depth events (all
 // when depth <= 0). Nodes without an event in that window are absent.

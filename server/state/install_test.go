@@ -65,6 +65,9 @@ func TestLastEvents(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	if seq, err := s.LastSeq(); err != nil || seq != 7 {
+		t.Errorf("LastSeq = %d, %v; want 7", seq, err)
+	}
 	msgs := func(m map[string]Event) map[string]string {
 		out := map[string]string{}
 		for n, e := range m {
