@@ -42,7 +42,10 @@ type ConfigureOptions struct {
 	// Disk is the target disk for the bootloader (e.g. /dev/sda).
 	Disk                                                                 string
 	NoBootloader, NoNetwork, NoFstab, NoHostname, NoMachineID, NoSSHKeys bool
-	Log                                                                  *slog.Logger
+	// Layout, when set, is the layout of the disks the root was laid on
+	// (what an installer made), used instead of the image's captured one.
+	Layout *disklayout.Layout
+	Log    *slog.Logger
 }
 
 // Configure runs the system configurator on a root laid down for a node:
@@ -54,8 +57,8 @@ func (c *Client) Configure(ctx context.Context, o ConfigureOptions) ([]sysconf.C
 	if err != nil {
 		return nil, err
 	}
-	var layout *disklayout.Layout
-	if len(p.DiskLayout) > 0 {
+	layout := o.Layout
+	if layout == nil && len(p.DiskLayout) > 0 {
 		layout = &disklayout.Layout{}
 		if err := json.Unmarshal(p.DiskLayout, layout); err != nil {
 			return nil, fmt.Errorf("disk layout of %s@%d: %w", p.Image, p.Version, err)

@@ -16,7 +16,7 @@ import (
 func main() {
 	if os.Getpid() == 1 {
 		// The same binary is the netboot initramfs's /init.
-		if err := initramfs.InitMain(context.Background(), os.Args); err != nil {
+		if err := initramfs.InitMain(context.Background(), os.Args, initramfsHooks()); err != nil {
 			fmt.Fprintln(os.Stderr, "goldcast init:", err)
 		}
 		os.Exit(1) // PID 1 exiting panics the kernel; panic=N reboots it

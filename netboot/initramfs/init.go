@@ -168,13 +168,13 @@ func (l *consoleLog) printf(format string, args ...any) {
 // the error on the console and reboots after panic=N seconds if the
 // command line sets that; a caller that would rather keep the machine
 // up must block instead of exiting.
-func InitMain(ctx context.Context, args []string) error {
+func InitMain(ctx context.Context, args []string, hooks Hooks) error {
 	l := &consoleLog{w: os.Stderr, start: time.Now()}
 	if con, err := os.OpenFile("/dev/console", os.O_WRONLY|unix.O_NOCTTY, 0); err == nil {
 		defer con.Close()
 		l.w = con
 	}
-	err := runInit(ctx, l, args)
+	err := runInit(ctx, l, args, hooks)
 	if err != nil {
 		l.printf("FAILED: %v", err)
 	}
@@ -182,7 +182,7 @@ func InitMain(ctx context.Context, args []string) error {
 }
 
 // runInit is InitMain's work.
-func runInit(ctx context.Context, l *consoleLog, args []string) error {
+func runInit(ctx context.Context, l *consoleLog, args []string, hooks Hooks) error {
 	l.printf("goldcast initramfs starting as pid %d, arguments %q", os.Getpid(), args)
 	if err := os.Setenv("PATH", initPath); err != nil {
 		return fmt.Errorf("set PATH: %w", err)
@@ -242,10 +242,21 @@ func runInit(ctx context.Context, l *consoleLog, args []string) error {
 		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART); err != nil {
 			return fmt.Errorf("reboot: %w", err)
 		}
-	default:
-		if cfg.Action == actionInstall {
-			l.printf("goldcast.action=install: installing is not part of the initramfs yet")
+	case actionInstall:
+		if hooks.Install == nil {
+			l.printf("goldcast.action=install: this goldcast has no installer; powering off")
+			break
 		}
+		err := hooks.Install(ctx, Boot{Server: cfg.Server, Node: cfg.Node, Token: cfg.Token, BootID: rep.BootID, Console: l.w}, l.printf)
+		if err != nil {
+			// As SystemImager did: a failed install leaves the machine in
+			// a shell for the admin; the server has the error and log.
+			l.printf("install failed: %v", err)
+		} else {
+			l.printf("install finished; the post action asked for a shell")
+		}
+		return rescueShell(ctx, l, shellPath)
+	default:
 		l.printf("powering off")
 		unix.Sync()
 		if err := unix.Reboot(unix.LINUX_REBOOT_CMD_POWER_OFF); err != nil {
@@ -253,6 +264,27 @@ func runInit(ctx context.Context, l *consoleLog, args []string) error {
 		}
 	}
 	return nil
+}
+
+// Hooks are what InitMain runs for the boot actions it does not carry
+// out itself. The netboot package knows nothing of installing; the
+// command that builds the initramfs (goldcast) supplies the installer.
+type Hooks struct {
+	// Install runs the install for goldcast.action=install once the
+	// network is up and the machine has reported. It returns only when
+	// the machine should get a shell (a failure, or post action shell);
+	// reboot, poweroff and kexec do not return.
+	Install func(ctx context.Context, b Boot, logf func(format string, args ...any)) error
+}
+
+// Boot is what the kernel command line told the initramfs.
+type Boot struct {
+	// Server is goldcast.server, Node goldcast.node, Token goldcast.token.
+	Server, Node, Token string
+	// BootID is this boot's kernel boot ID.
+	BootID string
+	// Console receives the installer's log, beside the server's events.
+	Console io.Writer
 }
 
 // shellPath is the rescue shell the initramfs builder installs (busybox).

@@ -13,7 +13,7 @@ import (
 )
 
 func main() {
-	if err := initramfs.InitMain(context.Background(), os.Args); err != nil {
+	if err := initramfs.InitMain(context.Background(), os.Args, initramfs.Hooks{}); err != nil {
 		fmt.Fprintln(os.Stderr, "gcinit:", err)
 		os.Exit(1)
 	}
