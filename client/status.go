@@ -169,3 +169,113 @@ func readEventStream(r io.Reader, since uint64, fn func(Event) error) (uint64, e
 	}
 	return since, nil
 }
+
+// Event kinds and stages the monitoring reads (the server's names).
+const (
+	kindInstall = "install"
+	kindHealth  = "health"
+	kindBoot    = "boot"
+)
+
+// ApplyEvent brings st up to date with e, an event of st's node, the way
+// the server changes its own record: install reports set the state,
+// stage, percent (never going back within one install), rate and ETA;
+// health reports make the node healthy or unhealthy; a booted report
+// makes it booted. Every event's message becomes st.Message. It reports
+// whether st changed.
+func ApplyEvent(st *api.NodeState, e Event) bool {
+	before := *st
+	if e.Message != "" {
+		st.Message = e.Message
+	}
+	if !e.Time.IsZero() {
+		st.Updated = e.Time
+	}
+	switch e.Kind {
+	case kindInstall:
+		state := e.Fields["state"]
+		if state == "" {
+			break // a note about the install, such as the boot flip
+		}
+		if state == api.StateInstalling && st.State != api.StateInstalling {
+			*st = api.NodeState{Node: st.Node, Updated: st.Updated, Message: st.Message, Hostname: st.Hostname, BootID: st.BootID, Kernel: st.Kernel}
+		}
+		st.State, st.Stage = state, e.Stage
+		st.Percent = max(st.Percent, e.Percent)
+		if state == api.StateInstalled {
+			st.Percent = 100
+		}
+		st.Rate = e.Rate
+		st.ETA, _ = strconv.ParseFloat(e.Fields["eta"], 64)
+		if img := e.Fields["image"]; img != "" {
+			st.Image = img
+			st.Version, _ = strconv.Atoi(e.Fields["version"])
+		}
+	case kindHealth:
+		if e.Stage != api.StateHealthy && e.Stage != api.StateUnhealthy {
+			break
+		}
+		st.State = e.Stage
+		if e.Stage == api.StateHealthy {
+			st.Hostname, st.BootID, st.Kernel = e.Fields["hostname"], e.Fields["boot_id"], e.Fields["kernel"]
+			if img := e.Fields["image"]; img != "" {
+				st.Image = img
+				st.Version, _ = strconv.Atoi(e.Fields["version"])
+			}
+			st.Rate, st.ETA = 0, 0
+		}
+	case kindBoot:
+		if e.Stage == api.StateBooted {
+			st.State = api.StateBooted
+			if k := e.Fields["kernel"]; k != "" {
+				st.Kernel = k
+			}
+		}
+	}
+	return *st != before
+}
+
+// WatchNodes follows the states of the named nodes (names or host
+// ranges; every node the server knows when none is named): it calls fn
+// with all of them at once, then again after every event that changes
+// one, with that event. It returns when ctx ends (nil), or when fn
+// returns an error (nil for ErrStopFollowing).
+func (c *Client) WatchNodes(ctx context.Context, nodes []string, fn func(states []api.NodeState, e *Event) error) error {
+	states, seq, err := c.NodeStates(ctx, nodes...)
+	if err != nil {
+		return err
+	}
+	index := map[string]int{}
+	for i, st := range states {
+		index[st.Node] = i
+	}
+	if err := fn(states, nil); err != nil {
+		if errors.Is(err, ErrStopFollowing) {
+			return nil
+		}
+		return err
+	}
+	filter := ""
+	if len(states) == 1 && len(nodes) > 0 {
+		filter = states[0].Node
+	}
+	return c.FollowEvents(ctx, filter, seq, func(e Event) error {
+		if e.Node == "" {
+			return nil
+		}
+		i, ok := index[e.Node]
+		if !ok {
+			if len(nodes) > 0 {
+				return nil // not one of ours
+			}
+			// A node that appeared since: watch it too.
+			states = append(states, api.NodeState{Node: e.Node, State: "unknown"})
+			i = len(states) - 1
+			index[e.Node] = i
+		}
+		if !ApplyEvent(&states[i], e) {
+			return nil
+		}
+		return fn(states, &e)
+	})
+}
