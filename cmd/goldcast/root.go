@@ -67,7 +67,7 @@ Every listing takes --json. The image store lives under --data.`,
 	pf.StringVar(&a.dataDir, "data", defaultDataDir(), "data directory holding the image store and state (env GOLDCAST_DATA)")
 	pf.StringVar(&a.configPath, "config", "", "cluster configuration file (default DATA/goldcast.yaml)")
 	pf.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	root.AddCommand(newImageCommand(a), newKeyCommand(a), newServerCommand(a), newCaptureCommand(a), newDeployCommand(a), newUpdateCommand(a), newOverrideCommand(a), newNodeCommand(a), newGroupCommand(a), newSysconfCommand(a), newStatusCommand(a), newNetbootCommand(a), newMulticastCommand(a), newTorrentCommand(a), newInstallCommand(a), newFirstBootCommand(a), newDocCommand(root))
+	root.AddCommand(newImageCommand(a), newKeyCommand(a), newServerCommand(a), newCaptureCommand(a), newDeployCommand(a), newUpdateCommand(a), newOverrideCommand(a), newNodeCommand(a), newGroupCommand(a), newSysconfCommand(a), newStatusCommand(a), newEventsCommand(a), newNetbootCommand(a), newMulticastCommand(a), newTorrentCommand(a), newInstallCommand(a), newFirstBootCommand(a), newDocCommand(root))
 	return root
 }
 
