@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -42,18 +43,29 @@ type pxeBoot struct {
 	// net is the /24 prefix ("10.78.0"): the server is .1, the node .60.
 	net, node, mac string
 	// serverArgs are added to the server's command line; qemuArgs are the
-	// machine's firmware and size (the NIC and tap are added).
+	// machine's firmware and size (the NIC, tap and disk are added).
 	serverArgs, qemuArgs []string
 	// nicOptions are appended to the virtio-net device (",romfile=").
 	nicOptions string
 	// proxy runs goldcast's DHCP in proxy mode beside dnsmasq, which
 	// hands out the addresses; default: goldcast in full mode alone.
-	proxy   bool
+	proxy bool
+	// nodeYAML is appended to the node's entry in goldcast.yaml, each line
+	// indented like the entry's keys ("image: golden\ntransport: http").
+	nodeYAML string
+	// setup fills the data directory (images, scripts) before the server
+	// starts.
+	setup func(t *testing.T, data string)
+	// disk is a raw disk image the machine gets as its virtio disk.
+	disk    string
 	timeout time.Duration
-	// data is the server's data directory, set by run.
+
+	// data is the server's data directory, set by start.
 	data string
-	// srvLog holds the server's output.
-	srvLog syncBuffer
+	// ns is the namespace, tap the machine's tap device, url the API.
+	ns, tap, url string
+	// srvLog holds the server's output, serial the machine's console.
+	srvLog, serial syncBuffer
 	// dnsmasqLeases is dnsmasq's lease file in proxy mode.
 	dnsmasqLeases string
 }
@@ -77,15 +89,11 @@ func skipUnlessPXE(t *testing.T) {
 	}
 }
 
-// run prepares the boot files and the node, starts the server and the
-// machine, waits for the machine to power itself off, and returns the
-// node's `goldcast status --json` output with the stages in order. It
-// fails the test unless a booted event with CPUs and disks arrived and
-// the DHCP ack and iPXE script steps are there.
-func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
+// start prepares the boot files (the cached Debian kernel and a goldcast
+// initramfs built through the CLI), the node and the data directory, the
+// namespace with its bridge and tap, and starts the server.
+func (p *pxeBoot) start(t *testing.T) {
 	t.Helper()
-	// Boot files first: the kernel from the cached Debian root and the
-	// initramfs through the CLI, as an administrator makes them.
 	k := testtree.BootableKernel(t)
 	p.data = filepath.Join(t.TempDir(), "data")
 	boot := filepath.Join(p.data, "boot")
@@ -101,8 +109,16 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 	}
 	ok(t, "netboot", "initramfs", "--kernel-version", k.Version, "--modules-dir", k.ModulesDir, "-o", filepath.Join(boot, "goldcast-initrd.img"))
 	cfg := fmt.Sprintf("nodes:\n  - name: %s\n    macs: [\"%s\"]\n    ips: [%s.60]\n    boot: install\n", p.node, p.mac, p.net)
+	for _, line := range strings.Split(strings.TrimSpace(p.nodeYAML), "\n") {
+		if line != "" {
+			cfg += "    " + line + "\n"
+		}
+	}
 	if err := os.WriteFile(filepath.Join(p.data, "goldcast.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if p.setup != nil {
+		p.setup(t, p.data)
 	}
 
 	// One namespace: bridge br0 with the server's address and the tap
@@ -111,25 +127,25 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 	var b [3]byte
 	rand.Read(b[:])
 	id := hex.EncodeToString(b[:])
-	ns, tap := "gcpxe"+id, "tap"+id
-	ipCmd(t, "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	ipCmd(t, "-n", ns, "link", "set", "lo", "up")
-	ipCmd(t, "-n", ns, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	ipCmd(t, "-n", ns, "addr", "add", p.net+".1/24", "dev", "br0")
-	ipCmd(t, "-n", ns, "tuntap", "add", "dev", tap, "mode", "tap")
-	ipCmd(t, "-n", ns, "link", "set", tap, "master", "br0")
-	ipCmd(t, "-n", ns, "link", "set", tap, "up")
-	ipCmd(t, "-n", ns, "link", "set", "br0", "up")
+	p.ns, p.tap = "gcpxe"+id, "tap"+id
+	ipCmd(t, "netns", "add", p.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", p.ns).Run() })
+	ipCmd(t, "-n", p.ns, "link", "set", "lo", "up")
+	ipCmd(t, "-n", p.ns, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
+	ipCmd(t, "-n", p.ns, "addr", "add", p.net+".1/24", "dev", "br0")
+	ipCmd(t, "-n", p.ns, "tuntap", "add", "dev", p.tap, "mode", "tap")
+	ipCmd(t, "-n", p.ns, "link", "set", p.tap, "master", "br0")
+	ipCmd(t, "-n", p.ns, "link", "set", p.tap, "up")
+	ipCmd(t, "-n", p.ns, "link", "set", "br0", "up")
 
-	var serial syncBuffer
 	dhcpArgs := []string{"--dhcp-mode", "full", "--dhcp-interface", "br0", "--dhcp-range", p.net + ".100-" + p.net + ".150"}
 	if p.proxy {
 		dhcpArgs = []string{"--dhcp-mode", "proxy", "--dhcp-interface", "br0"}
-		p.startDnsmasq(t, ns)
+		p.startDnsmasq(t, p.ns)
 	}
-	srvArgs := append(append([]string{"netns", "exec", ns, goldcast.path, "--data", p.data, "server",
-		"--http", p.net + ".1:8080", "--rsync", ""}, dhcpArgs...), p.serverArgs...)
+	p.url = "http://" + p.net + ".1:8080"
+	srvArgs := append(append([]string{"netns", "exec", p.ns, goldcast.path, "--data", p.data, "server",
+		"--http", p.net + ".1:8080", "--rsync", "", "--torrent-peer", "off"}, dhcpArgs...), p.serverArgs...)
 	srv := exec.Command("ip", srvArgs...)
 	srv.Stdout, srv.Stderr = &p.srvLog, &p.srvLog
 	if err := srv.Start(); err != nil {
@@ -138,10 +154,12 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 	srvDone := make(chan struct{})
 	go func() { srv.Wait(); close(srvDone) }()
 	t.Cleanup(func() { srv.Process.Kill(); <-srvDone })
-	dumpLogs := func() {
-		t.Logf("QEMU serial output:\n%s", serial.String())
-		t.Logf("server log:\n%s", p.srvLog.String())
-	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("QEMU serial output:\n%s", p.serial.String())
+			t.Logf("server log:\n%s", p.srvLog.String())
+		}
+	})
 	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(p.srvLog.String(), "DHCP serving"); {
 		select {
 		case <-srvDone:
@@ -152,80 +170,165 @@ func (p *pxeBoot) run(t *testing.T) (out []byte, stages []string) {
 			t.Fatalf("server did not start DHCP within 20 s:\n%s", p.srvLog.String())
 		}
 	}
+}
 
-	qemuArgs := append([]string{"netns", "exec", ns, "qemu-system-x86_64"}, p.qemuArgs...)
-	qemuArgs = append(qemuArgs, "-accel", "tcg", "-nographic", "-nodefaults", "-serial", "stdio",
-		"-netdev", "tap,id=n0,ifname="+tap+",script=no,downscript=no",
+// machine is one run of the QEMU machine.
+type machine struct {
+	cmd  *exec.Cmd
+	done chan error
+	// exited is set once done has delivered.
+	exited bool
+	err    error
+}
+
+// boot powers the machine on.
+func (p *pxeBoot) boot(t *testing.T) *machine {
+	t.Helper()
+	args := append([]string{"netns", "exec", p.ns, "qemu-system-x86_64"}, p.qemuArgs...)
+	args = append(args, "-accel", "tcg", "-nographic", "-nodefaults", "-serial", "stdio",
+		"-netdev", "tap,id=n0,ifname="+p.tap+",script=no,downscript=no",
 		"-device", "virtio-net-pci,netdev=n0,mac="+p.mac+p.nicOptions)
-	qemu := exec.Command("ip", qemuArgs...)
-	qemu.Stdout, qemu.Stderr = &serial, &serial
-	if err := qemu.Start(); err != nil {
+	if p.disk != "" {
+		args = append(args, "-drive", "file="+p.disk+",if=virtio,format=raw,cache=unsafe")
+	}
+	m := &machine{cmd: exec.Command("ip", args...), done: make(chan error, 1)}
+	m.cmd.Stdout, m.cmd.Stderr = &p.serial, &p.serial
+	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	qemuDone := make(chan error, 1)
-	go func() { qemuDone <- qemu.Wait() }()
-	qemuExited := false
-	t.Cleanup(func() {
-		if !qemuExited {
-			qemu.Process.Kill()
-			<-qemuDone
-		}
-	})
+	go func() { m.done <- m.cmd.Wait() }()
+	t.Cleanup(func() { m.kill() })
+	return m
+}
 
-	// The install action reports and then powers the machine off, which
-	// ends QEMU.
-	select {
-	case err := <-qemuDone:
-		qemuExited = true
-		if err != nil {
-			dumpLogs()
-			t.Fatalf("QEMU exited with %v", err)
-		}
-	case <-time.After(p.timeout):
-		dumpLogs()
-		t.Fatalf("the machine did not boot, report and power off within %s", p.timeout)
+// kill pulls the machine's plug (SIGKILL to QEMU) and waits for it.
+func (m *machine) kill() {
+	if m.exited {
+		return
 	}
+	m.cmd.Process.Kill()
+	m.err = <-m.done
+	m.exited = true
+}
 
-	out, err = exec.Command("ip", "netns", "exec", ns, goldcast.path, "status", p.node, "--json",
-		"--server", "http://"+p.net+".1:8080", "--token-file", filepath.Join(p.data, "admin.token")).Output()
+// pxeStatus is `goldcast status NODE --json`.
+type pxeStatus struct {
+	Nodes []struct {
+		Node    string  `json:"node"`
+		State   string  `json:"state"`
+		Stage   string  `json:"stage"`
+		Image   string  `json:"image"`
+		Version int     `json:"version"`
+		Percent float64 `json:"percent"`
+	} `json:"nodes"`
+	Events []struct {
+		Stage   string            `json:"stage"`
+		Message string            `json:"message"`
+		Fields  map[string]string `json:"fields"`
+	} `json:"events"`
+	raw []byte
+}
+
+// state is the node's state ("" before any).
+func (s pxeStatus) state() string {
+	if len(s.Nodes) == 0 {
+		return ""
+	}
+	return s.Nodes[0].State
+}
+
+// stages lists the node's event stages, oldest first.
+func (s pxeStatus) stages() []string {
+	var out []string
+	for _, e := range s.Events {
+		out = append(out, e.Stage)
+	}
+	return out
+}
+
+// booted reports whether a booted event with the hardware facts arrived.
+func (s pxeStatus) booted() bool {
+	for _, e := range s.Events {
+		// A machine without a disk reports the field, empty.
+		_, hasDisks := e.Fields["disks"]
+		if e.Stage == "booted" && e.Fields["cpus"] != "" && e.Fields["cpus"] != "0" && hasDisks {
+			return true
+		}
+	}
+	return false
+}
+
+// status runs `goldcast status NODE --json` against the server.
+func (p *pxeBoot) status(t *testing.T) pxeStatus {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", p.ns, goldcast.path, "status", p.node, "--json",
+		"--server", p.url, "--token-file", filepath.Join(p.data, "admin.token")).Output()
 	if err != nil {
-		dumpLogs()
-		t.Fatalf("goldcast status %s: %v", p.node, err)
+		t.Fatalf("goldcast status %s: %v\n%s", p.node, err, out)
 	}
-	var st struct {
-		Events []struct {
-			Stage  string            `json:"stage"`
-			Fields map[string]string `json:"fields"`
-		} `json:"events"`
-	}
+	st := pxeStatus{raw: out}
 	if err := json.Unmarshal(out, &st); err != nil {
 		t.Fatalf("status --json: %v\n%s", err, out)
 	}
-	booted := false
-	for _, e := range st.Events {
-		stages = append(stages, e.Stage)
-		// The machine has no disk: the field is there, possibly empty.
-		_, hasDisks := e.Fields["disks"]
-		if e.Stage == "booted" && e.Fields["cpus"] != "" && e.Fields["cpus"] != "0" && hasDisks {
-			booted = true
+	return st
+}
+
+// waitFor polls the node's status until done says so, and fails the test
+// when the machine stops first (unless exitOK) or within timeout nothing
+// happens. It returns the last status.
+func (p *pxeBoot) waitFor(t *testing.T, m *machine, what string, timeout time.Duration, exitOK bool, done func(pxeStatus) bool) pxeStatus {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		st := p.status(t)
+		if done(st) {
+			return st
+		}
+		select {
+		case err := <-m.done:
+			m.exited, m.err = true, err
+			st = p.status(t)
+			if done(st) {
+				return st
+			}
+			if !exitOK {
+				t.Fatalf("the machine stopped (%v) before %s; stages %v", err, what, st.stages())
+			}
+			return st
+		case <-time.After(2 * time.Second):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s within %v; stages %v\n%s", what, timeout, st.stages(), st.raw)
 		}
 	}
-	if !booted {
-		dumpLogs()
-		t.Fatalf("status %s shows no booted event with cpus and disks (stages %v):\n%s", p.node, stages, out)
-	}
-	t.Logf("%s events: %v", p.node, stages)
-	wantStages := []string{"dhcp-ack", "ipxe"}
+}
+
+// run boots the machine until the node's booted report arrived with the
+// hardware facts, checks the DHCP and iPXE steps (a proxy gives no lease:
+// its offer is enough), stops the machine, and returns the status.
+func (p *pxeBoot) run(t *testing.T) pxeStatus {
+	t.Helper()
+	p.start(t)
+	m := p.boot(t)
+	st := p.waitFor(t, m, "booted report", p.timeout, false, pxeStatus.booted)
+	m.kill()
+	t.Logf("%s events: %v", p.node, st.stages())
+	p.checkBootSteps(t, st)
+	return st
+}
+
+// checkBootSteps checks that the status shows the network boot's steps.
+func (p *pxeBoot) checkBootSteps(t *testing.T, st pxeStatus) {
+	t.Helper()
+	want := []string{"dhcp-ack", "ipxe", "booted"}
 	if p.proxy {
-		// goldcast gave boot information only: a proxy offer, no lease.
-		wantStages = []string{"dhcp-offer", "ipxe"}
+		want = []string{"dhcp-offer", "ipxe", "booted"}
 	}
-	for _, want := range wantStages {
-		if !strings.Contains(strings.Join(stages, " "), want) {
-			t.Errorf("status %s lacks a %s event (stages %v)", p.node, want, stages)
+	for _, w := range want {
+		if !slices.Contains(st.stages(), w) {
+			t.Errorf("status %s lacks a %s event (stages %v)", p.node, w, st.stages())
 		}
 	}
-	return out, stages
 }
 
 // startDnsmasq runs dnsmasq in namespace ns as the site's DHCP server:
@@ -276,17 +379,4 @@ func TestPXEBootQEMUProxyDHCP(t *testing.T) {
 	if strings.Contains(p.srvLog.String(), "dhcp-ack") {
 		t.Errorf("goldcast acknowledged a lease in proxy mode:\n%s", p.srvLog.String())
 	}
-}
-
-// TestPXEBootQEMU network-boots a QEMU machine through goldcast end to
-// end: SeaBIOS runs QEMU's own iPXE virtio-net option ROM, whose DHCP
-// (user class "iPXE") goldcast answers with the per-node script URL; iPXE
-// loads the script, then the kernel and the goldcast initramfs over HTTP;
-// the initramfs (goldcast as /init) takes its address from goldcast's
-// DHCP, reports "booted" and, for the install action, powers off.
-func TestPXEBootQEMU(t *testing.T) {
-	skipUnlessPXE(t)
-	p := &pxeBoot{net: "10.78.0", node: "pxe01", mac: "52:54:00:78:00:10",
-		qemuArgs: []string{"-m", "768", "-boot", "n"}, timeout: 180 * time.Second}
-	p.run(t)
 }

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/goldcast/goldcast/client/disklayout"
 	"github.com/goldcast/goldcast/config"
 	"github.com/goldcast/goldcast/images/manifest"
 	"github.com/goldcast/goldcast/images/materialize"
@@ -69,7 +72,7 @@ func completeImages(a *app) func(*cobra.Command, []string, string) ([]string, co
 }
 
 func imageImportCmd(a *app) *cobra.Command {
-	var name, comment, excludeFrom string
+	var name, comment, excludeFrom, layoutFile string
 	var excludes []string
 	var crossFS, checksum, force bool
 	cmd := &cobra.Command{
@@ -81,6 +84,10 @@ size, mtime, mode, owner and xattrs; with --checksum, same content too) share
 its inodes, so a new version costs only what changed. Sockets are skipped
 with a warning. A tree identical to the latest version publishes nothing
 unless --force.
+
+A tree built in a directory (debootstrap, a chroot) has no disks: give the
+layout nodes should be partitioned with as --disk-layout FILE (the JSON
+that goldcast capture records, see docs/install-disks.md).
 
 Exclude patterns follow rsync: "/var/cache/*" is anchored at DIR, "*.log"
 matches at any depth, a trailing "/" matches directories only, "**" crosses
@@ -101,6 +108,12 @@ directories. --exclude-from reads one pattern per line ("#" comments).`,
 					return err
 				}
 			}
+			var layout []byte
+			if layoutFile != "" {
+				if layout, err = readDiskLayout(layoutFile); err != nil {
+					return err
+				}
+			}
 			s, err := a.store()
 			if err != nil {
 				return err
@@ -110,7 +123,7 @@ directories. --exclude-from reads one pattern per line ("#" comments).`,
 			start := time.Now()
 			res, err := s.ImportDir(cmd.Context(), args[0], name, store.ImportOptions{
 				Exclude: ex, CrossFilesystems: crossFS, Checksum: checksum, SourceHost: host,
-				Comment: comment, PublishUnchanged: force, Progress: bar.Add,
+				Comment: comment, PublishUnchanged: force, Progress: bar.Add, DiskLayout: layout,
 			})
 			bar.Finish()
 			if err != nil {
@@ -130,6 +143,7 @@ directories. --exclude-from reads one pattern per line ("#" comments).`,
 	f.StringVar(&name, "image", "", "image name (required)")
 	f.StringArrayVar(&excludes, "exclude", nil, "exclude pattern (repeatable)")
 	f.StringVar(&excludeFrom, "exclude-from", "", "file of exclude patterns, one per line")
+	f.StringVar(&layoutFile, "disk-layout", "", "JSON disk layout to record in image.json (as goldcast capture records it; see docs/install-disks.md), for trees not captured from a running machine")
 	f.BoolVar(&crossFS, "cross-filesystems", false, "descend into other filesystems mounted below DIR")
 	f.BoolVar(&checksum, "checksum", false, "compare content, not just size and mtime, with the previous version")
 	f.StringVar(&comment, "comment", "", "note recorded in image.json")
@@ -910,4 +924,29 @@ func pinnedVersions(c *config.Config, name string) map[int]bool {
 		}
 	}
 	return pinned
+}
+
+// readDiskLayout reads and checks a disk layout file for image.json.
+func readDiskLayout(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--disk-layout: %w", err)
+	}
+	var l disklayout.Layout
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&l); err != nil {
+		return nil, fmt.Errorf("--disk-layout %s: %w", path, err)
+	}
+	root := false
+	for _, f := range l.Filesystems {
+		root = root || f.Mountpoint == "/"
+	}
+	if !root {
+		return nil, fmt.Errorf("--disk-layout %s: no filesystem is mounted at /", path)
+	}
+	if l.Version == 0 {
+		l.Version = disklayout.FormatVersion
+	}
+	return json.Marshal(l)
 }

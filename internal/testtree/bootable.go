@@ -8,9 +8,10 @@ import (
 )
 
 // bootableInclude is the package list Bootable adds to a minbase root (as
-// debootstrap --include takes it): a kernel, GRUB for BIOS, systemd as
+// debootstrap --include takes it): a kernel, GRUB for BIOS and GRUB's UEFI
+// modules (grub-efi-amd64-bin), systemd as
 // init, and ifupdown so the root has a network configuration to detect.
-const bootableInclude = "linux-image-amd64,grub-pc,systemd-sysv,ifupdown"
+const bootableInclude = "linux-image-amd64,grub-pc,grub-efi-amd64-bin,systemd-sysv,ifupdown"
 
 // checkBootable reports whether dir exists and, if it does, whether it
 // looks like a finished bootable Debian root: a Debian root with
@@ -32,7 +33,7 @@ func checkBootable(dir string) (bool, error) {
 
 // Bootable returns the path of a Debian root that can boot from a disk,
 // made by `debootstrap --variant=minbase
-// --include=linux-image-amd64,grub-pc,systemd-sysv,ifupdown bookworm ROOT
+// --include=linux-image-amd64,grub-pc,grub-efi-amd64-bin,systemd-sysv,ifupdown bookworm ROOT
 // http://deb.debian.org/debian`: it holds a kernel and initramfs in /boot,
 // the GRUB tools and modules for BIOS (i386-pc), systemd as init and an
 // /etc/network/interfaces. It is built on first use (one to a few

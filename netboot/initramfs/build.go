@@ -129,7 +129,7 @@ func DefaultModules() []string {
 		"virtio_pci", "virtio_net", "virtio_blk", "virtio_scsi",
 		"sd_mod", "ahci", "nvme",
 		"e1000", "e1000e", "igb", "ixgbe", "mlx5_core", "r8169",
-		"ext4", "xfs", "vfat", "nls_cp437", "nls_ascii",
+		"ext4", "xfs", "vfat", "nls_cp437", "nls_ascii", "nls_utf8",
 		"md_mod", "raid0", "raid1", "raid10", "raid456", "dm_mod",
 		"af_packet",
 	}

@@ -215,7 +215,7 @@ func TestBuildErrors(t *testing.T) {
 		{name: "kernel version with a slash", opt: with(func(o *Options) { o.ModulesDir, o.KernelVersion = modules, "../x" }), want: "not a single path element"},
 		{name: "modules without a directory", opt: with(func(o *Options) { o.Modules = []string{"virtio"} }), want: "Options.Modules needs Options.ModulesDir"},
 		{name: "no modules.dep", opt: with(func(o *Options) { o.ModulesDir, o.KernelVersion = t.TempDir(), "v" }), wantErr: fs.ErrNotExist},
-		{name: "default modules missing", opt: with(func(o *Options) { o.ModulesDir, o.KernelVersion = modules, "v" }), want: "no module and nothing built in named virtio_blk, virtio_scsi, sd_mod, ahci, e1000, e1000e, igb, ixgbe, mlx5_core, r8169, ext4, xfs, vfat, nls_cp437, nls_ascii, md_mod, raid0, raid1, raid10, raid456, dm_mod"},
+		{name: "default modules missing", opt: with(func(o *Options) { o.ModulesDir, o.KernelVersion = modules, "v" }), want: "no module and nothing built in named virtio_blk, virtio_scsi, sd_mod, ahci, e1000, e1000e, igb, ixgbe, mlx5_core, r8169, ext4, xfs, vfat, nls_cp437, nls_ascii, nls_utf8, md_mod, raid0, raid1, raid10, raid456, dm_mod"},
 		{name: "relative extra", opt: with(func(o *Options) { o.Extra = []File{{Path: "etc/x", Mode: 0o644}} }), want: `entry "etc/x": path is not absolute and clean`},
 		{name: "unclean extra", opt: with(func(o *Options) { o.Extra = []File{{Path: "/etc/../x", Mode: 0o644}} }), want: "not absolute and clean"},
 		{name: "extra replaces /init", opt: with(func(o *Options) { o.Extra = []File{{Path: "/init", Mode: 0o755}} }), want: "entry /init appears twice"},

@@ -20,7 +20,7 @@ import (
 // from Options.ToolsRoot with their shared libraries unless Options.Tools
 // says otherwise: partitioning, filesystem creation and probing.
 func DefaultTools() []string {
-	return []string{"sfdisk", "partx", "wipefs", "blkid", "mkfs.ext4", "mkswap"}
+	return []string{"sfdisk", "partx", "wipefs", "blkid", "mkfs.ext4", "mkswap", "unshare"}
 }
 
 // DefaultOptionalTools returns the commands Build adds when ToolsRoot has
@@ -28,8 +28,8 @@ func DefaultTools() []string {
 // RAID, LVM, and filesystem repair.
 func DefaultOptionalTools() []string {
 	return []string{
-		"mkfs.vfat", "mkfs.xfs", "mkfs.btrfs", "e2fsck", "tune2fs", "xfs_admin",
-		"mdadm", "lvm", "pvcreate", "vgcreate", "lvcreate", "vgchange",
+		"mkfs.vfat", "mkfs.xfs", "mkfs.btrfs", "mkfs.ext2", "mkfs.ext3", "e2fsck", "tune2fs", "xfs_admin",
+		"mdadm", "lvm", "pvcreate", "vgcreate", "lvcreate", "vgchange", "vgmknodes", "btrfs",
 		"kexec",
 	}
 }

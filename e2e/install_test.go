@@ -1,0 +1,291 @@
+package e2e
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/goldcast/goldcast/internal/testtree"
+)
+
+// goldenLayout is the disk layout the golden image records, as goldcast
+// capture would have found it on a 3 GiB virtio disk: GPT with a BIOS
+// boot partition (GRUB for BIOS), an EFI system partition at /boot/efi
+// (GRUB for UEFI) and the root filesystem growing to the end of the
+// disk. One layout boots under SeaBIOS and under OVMF.
+const goldenLayout = `{
+  "version": 1, "host": "golden", "root": "/",
+  "disks": [{"name": "vda", "path": "/dev/vda", "size_bytes": 3221225472, "sector_size": 512, "table": "gpt",
+    "partitions": [
+      {"number": 1, "path": "/dev/vda1", "start_bytes": 1048576, "size_bytes": 1048576, "type": "21686148-6449-6E6F-744E-656564454649", "flags": ["bios_grub"]},
+      {"number": 2, "path": "/dev/vda2", "start_bytes": 2097152, "size_bytes": 67108864, "type": "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "flags": ["esp"]},
+      {"number": 3, "path": "/dev/vda3", "start_bytes": 69206016, "size_bytes": 3150970880, "type": "0FC63DAF-8483-4772-8E79-3D69D8477DE4", "grow": true}]}],
+  "filesystems": [
+    {"device": "/dev/vda3", "type": "ext4", "mountpoint": "/", "label": "gcroot", "uuid": "6f1d3c2a-8e4b-4d7a-9c1e-2b3a4c5d6e7f", "options": "rw,relatime", "super_options": "rw,errors=remount-ro"},
+    {"device": "/dev/vda2", "type": "vfat", "mountpoint": "/boot/efi", "label": "ESP", "uuid": "1A2B-3C4D", "options": "rw,relatime"}]
+}`
+
+// goldenExcludes keep the golden image small: package caches and lists,
+// documentation, and the kernel modules of hardware a virtual machine
+// does not have.
+func goldenExcludes() []string {
+	out := []string{"/var/cache/apt/archives/*.deb", "/var/lib/apt/lists/*", "/usr/share/doc/*", "/usr/share/man/*", "/usr/share/locale/*"}
+	for _, d := range []string{"drivers/gpu", "drivers/media", "drivers/net/wireless", "drivers/net/ethernet", "drivers/infiniband",
+		"drivers/staging", "drivers/scsi", "drivers/usb", "drivers/iio", "drivers/hid", "drivers/bluetooth", "drivers/isdn",
+		"drivers/input", "sound", "net/wireless", "net/mac80211", "net/bluetooth", "fs/ocfs2", "fs/gfs2", "fs/nfs", "fs/ceph"} {
+		out = append(out, "/usr/lib/modules/*/kernel/"+d)
+	}
+	return out
+}
+
+// importGolden stores the cached bootable Debian root (kernel, GRUB for
+// BIOS and UEFI, systemd) as image "golden" with goldenLayout.
+func importGolden(t *testing.T, data string) {
+	t.Helper()
+	root := testtree.Bootable(t)
+	layout := filepath.Join(t.TempDir(), "layout.json")
+	if err := os.WriteFile(layout, []byte(goldenLayout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--data", data, "image", "import", root, "--image", "golden", "--disk-layout", layout}
+	for _, e := range goldenExcludes() {
+		args = append(args, "--exclude", e)
+	}
+	start := time.Now()
+	ok(t, args...)
+	t.Logf("golden image imported in %v", time.Since(start).Round(100*time.Millisecond))
+}
+
+// sparseFile creates a sparse file of size bytes.
+func sparseFile(t *testing.T, name string, size int64) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	return p
+}
+
+// installed reports whether the node reached state.
+func stateIs(states ...string) func(pxeStatus) bool {
+	return func(s pxeStatus) bool { return slices.Contains(states, s.state()) }
+}
+
+// checkHealthy checks the healthy event and the node's state record:
+// the node reported from its installed system with its host name and
+// the image version it was installed with.
+func checkHealthy(t *testing.T, p *pxeBoot, st pxeStatus) {
+	t.Helper()
+	if len(st.Nodes) != 1 || st.Nodes[0].Image != "golden" || st.Nodes[0].Version != 1 {
+		t.Errorf("node state after the install:\n%s", st.raw)
+	}
+	var healthy bool
+	for _, e := range st.Events {
+		if strings.Contains(e.Message+e.Fields["hostname"], p.node) && (e.Stage == "healthy" || e.Fields["hostname"] == p.node) {
+			healthy = true
+		}
+	}
+	if !healthy {
+		t.Errorf("no healthy report naming host %s:\n%s", p.node, st.raw)
+	}
+	r := ok(t, "--data", p.data, "node", "show", p.node, "--json")
+	if !strings.Contains(r.stdout, `"local"`) {
+		t.Errorf("the node's boot action was not flipped to local:\n%s", r.stdout)
+	}
+}
+
+// checkInstalledDisk loop-mounts the installed disk's root (the machine
+// is off) and compares it with the image, leaving out what the install
+// made the node's own and what the installed system's boots wrote.
+func checkInstalledDisk(t *testing.T, p *pxeBoot) {
+	t.Helper()
+	out, err := exec.Command("losetup", "--find", "--show", p.disk).Output()
+	if err != nil {
+		t.Fatalf("losetup %s: %v", p.disk, err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("partx", "-d", loop).Run(); exec.Command("losetup", "-d", loop).Run() })
+	exec.Command("partx", "-a", loop).Run()
+	table, _ := exec.Command("sfdisk", "-d", loop).CombinedOutput()
+	t.Logf("installed partition table:\n%s", table)
+	for _, want := range []string{"type=21686148-6449-6E6F-744E-656564454649", "type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "type=0FC63DAF-8483-4772-8E79-3D69D8477DE4"} {
+		if !bytes.Contains(table, []byte(want)) {
+			t.Errorf("installed table lacks a partition of %s", want)
+		}
+	}
+	blk, _ := exec.Command("blkid", "-p", "-o", "export", loop+"p3").CombinedOutput()
+	for _, want := range []string{"UUID=6f1d3c2a-8e4b-4d7a-9c1e-2b3a4c5d6e7f", "LABEL=gcroot", "TYPE=ext4"} {
+		if !bytes.Contains(blk, []byte(want)) {
+			t.Errorf("installed root %sp3 lacks %s:\n%s", loop, want, blk)
+		}
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-o", "ro", loop+"p3", mnt).CombinedOutput(); err != nil {
+		t.Fatalf("mount the installed root: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", mnt).Run() })
+	tree := filepath.Join(p.data, "images", "golden", "1", "tree")
+	if _, err := os.Stat(tree); err != nil {
+		t.Fatalf("image tree: %v", err)
+	}
+	// Paths the install makes the node's (sysconf, boot loader, the
+	// first-boot unit) and that the installed system's boots change.
+	skip := []string{
+		"etc/fstab", "etc/hostname", "etc/hosts", "etc/machine-id", "var/lib/dbus/machine-id", "etc/network/interfaces",
+		"etc/network/interfaces.d", "etc/ssh", "etc/resolv.conf", "boot/grub", "boot/efi", "etc/goldcast", "usr/local/lib/goldcast",
+		"etc/systemd/system/goldcast-firstboot.service", "etc/systemd/system/multi-user.target.wants",
+		"etc/init.d/goldcast-firstboot", "etc/rc2.d", "etc/default/grub", "etc/systemd/network",
+		"var/log", "var/lib/systemd", "var/tmp", "tmp", "run", "var/cache", "var/lib/dhcp", "lost+found", "etc/udev/rules.d",
+		"etc/.pwd.lock", "etc/adjtime", "var/lib/private", "var/lib/logrotate", "var/backups", "var/lib/apt",
+	}
+	oracle(t, tree, mnt, skip...)
+}
+
+// TestInstallQEMUBIOS installs a bare SeaBIOS machine end to end: PXE
+// (iPXE ROM) -> goldcast initramfs -> install onto a blank 4 GiB virtio
+// disk. Mid-transfer its plug is pulled; the next power-on reinstalls
+// and completes, reboots (the node flipped to local boot, iPXE boots the
+// disk), and the installed Debian reports itself healthy. The disk then
+// matches the image.
+func TestInstallQEMUBIOS(t *testing.T) {
+	skipUnlessPXE(t)
+	p := &pxeBoot{net: "10.78.0", node: "inst01", mac: "52:54:00:78:00:10",
+		nodeYAML: "image: golden\ntransport: http", setup: importGolden,
+		qemuArgs: []string{"-m", "1024", "-smp", "2", "-boot", "n"}, disk: sparseFile(t, "disk.img", 4<<30)}
+	p.start(t)
+	m := p.boot(t)
+	st := p.waitFor(t, m, "the transfer under way", 6*time.Minute, false, func(s pxeStatus) bool {
+		return len(s.Nodes) == 1 && s.Nodes[0].Stage == "transfer" && s.Nodes[0].Percent >= 10
+	})
+	p.checkBootSteps(t, st)
+	m.kill() // a power cut mid-transfer
+	t.Logf("power cut at %.0f%% of the transfer", st.Nodes[0].Percent)
+
+	m = p.boot(t)
+	var percents []float64
+	st = p.waitFor(t, m, "healthy", 12*time.Minute, false, func(s pxeStatus) bool {
+		if len(s.Nodes) == 1 && s.Nodes[0].Stage == "transfer" && s.state() == "installing" {
+			percents = append(percents, s.Nodes[0].Percent)
+		}
+		return s.state() == "healthy"
+	})
+	m.kill()
+	t.Logf("%s events: %v", p.node, st.stages())
+	t.Logf("transfer percent seen while polling: %v", percents)
+	if !slices.IsSorted(percents) {
+		t.Errorf("percent went down during the transfer: %v", percents)
+	}
+	checkHealthy(t, p, st)
+	checkInstalledDisk(t, p)
+}
+
+// TestInstallQEMUUEFI installs a bare OVMF machine: UEFI PXE fetches
+// ipxe.efi over TFTP, then the same install; GRUB lands on the EFI system
+// partition's removable path, and after the reboot iPXE hands back to the
+// firmware (exit), which boots the disk.
+func TestInstallQEMUUEFI(t *testing.T) {
+	skipUnlessPXE(t)
+	const (
+		ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+		ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	)
+	for _, f := range []string{ovmfCode, ovmfVars, "/usr/lib/ipxe/ipxe.efi"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Skipf("%s is missing: install the Debian packages ovmf and ipxe", f)
+		}
+	}
+	vars, err := os.ReadFile(ovmfVars)
+	if err != nil {
+		t.Fatal(err)
+	}
+	varsCopy := filepath.Join(t.TempDir(), "OVMF_VARS_4M.fd")
+	if err := os.WriteFile(varsCopy, vars, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := &pxeBoot{net: "10.79.0", node: "instuefi01", mac: "52:54:00:79:00:10",
+		nodeYAML: "image: golden\ntransport: http\ninstall: {post_action: reboot}", setup: importGolden,
+		serverArgs: []string{"--tftp", "10.79.0.1:69"},
+		qemuArgs: []string{"-machine", "q35", "-m", "1024", "-smp", "2",
+			"-drive", "if=pflash,format=raw,readonly=on,file=" + ovmfCode,
+			"-drive", "if=pflash,format=raw,file=" + varsCopy},
+		nicOptions: ",romfile=", disk: sparseFile(t, "disk.img", 4<<30)}
+	p.start(t)
+	m := p.boot(t)
+	st := p.waitFor(t, m, "healthy", 15*time.Minute, false, stateIs("healthy", "failed"))
+	m.kill()
+	t.Logf("%s events: %v", p.node, st.stages())
+	if st.state() != "healthy" {
+		t.Fatalf("install ended %s:\n%s", st.state(), st.raw)
+	}
+	p.checkBootSteps(t, st)
+	tftp := false
+	for _, e := range st.Events {
+		tftp = tftp || e.Stage == "tftp" && e.Fields["file"] == "ipxe.efi"
+	}
+	if !tftp {
+		t.Errorf("no TFTP event for ipxe.efi (firmware asked as x86-64 UEFI):\n%s", st.raw)
+	}
+	checkHealthy(t, p, st)
+}
+
+// TestInstallFailingScript installs a small image whose post-install
+// script fails: the node ends failed with the script's output in its
+// events, its boot action stays install, and the machine waits in a
+// shell.
+func TestInstallFailingScript(t *testing.T) {
+	skipUnlessPXE(t)
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox is not installed")
+	}
+	setup := func(t *testing.T, data string) {
+		tree := filepath.Join(t.TempDir(), "tiny")
+		for _, d := range []string{"bin", "etc", "tmp"} {
+			os.MkdirAll(filepath.Join(tree, d), 0o755)
+		}
+		sh, err := os.ReadFile(busybox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(tree, "bin", "sh"), sh, 0o755)
+		os.WriteFile(filepath.Join(tree, "etc", "motd"), []byte("tiny\n"), 0o644)
+		layout := filepath.Join(t.TempDir(), "layout.json")
+		os.WriteFile(layout, []byte(`{"version":1,"root":"/","disks":[{"name":"vda","path":"/dev/vda","size_bytes":268435456,"sector_size":512,"table":"dos",
+		  "partitions":[{"number":1,"path":"/dev/vda1","start_bytes":1048576,"size_bytes":267386880,"type":"83","flags":["boot"],"grow":true}]}],
+		  "filesystems":[{"device":"/dev/vda1","type":"ext4","mountpoint":"/","uuid":"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"}]}`), 0o644)
+		ok(t, "--data", data, "image", "import", tree, "--image", "golden", "--disk-layout", layout)
+		dir := filepath.Join(data, "scripts", "post-install")
+		os.MkdirAll(dir, 0o755)
+		os.WriteFile(filepath.Join(dir, "50all.fail"), []byte("#!/bin/sh\necho \"custom post-install trouble on $GOLDCAST_NODE\"\nexit 1\n"), 0o755)
+	}
+	p := &pxeBoot{net: "10.81.0", node: "instfail01", mac: "52:54:00:81:00:10",
+		nodeYAML: "image: golden\ntransport: http", setup: setup,
+		qemuArgs: []string{"-m", "768", "-boot", "n"}, disk: sparseFile(t, "disk.img", 512<<20)}
+	p.start(t)
+	m := p.boot(t)
+	st := p.waitFor(t, m, "the failed install", 6*time.Minute, false, stateIs("failed", "installed", "healthy"))
+	m.kill()
+	if st.state() != "failed" {
+		t.Fatalf("install ended %s, want failed:\n%s", st.state(), st.raw)
+	}
+	if !bytes.Contains(st.raw, []byte("custom post-install trouble on instfail01")) {
+		t.Errorf("the failed event lacks the script's output:\n%s", st.raw)
+	}
+	r := ok(t, "--data", p.data, "node", "show", p.node, "--json")
+	if !strings.Contains(r.stdout, `"install"`) {
+		t.Errorf("the boot action of a failed node changed:\n%s", r.stdout)
+	}
+	if !strings.Contains(p.serial.String(), "install failed") {
+		t.Errorf("the console does not say the install failed")
+	}
+}
