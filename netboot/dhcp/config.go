@@ -16,7 +16,11 @@
 // acknowledges, renews, releases and declines them, and reuses addresses
 // whose leases expired. Requests forwarded by a relay agent (giaddr set)
 // are answered to the relay and only when giaddr lies in the range's
-// subnet. A lease is on disk before its DHCPACK is sent.
+// subnet. A lease is on disk before its DHCPACK is sent. Serve answers
+// packets concurrently: address decisions are made one at a time in
+// memory, the lease writes overlap, and a FileLeaseStore flushes the
+// leases of all waiting requests together, so durable leases cost about
+// one disk flush per batch rather than one per client.
 //
 // In proxy mode (ModeProxy) another server hands out addresses; goldcast
 // answers only PXE and UEFI HTTP boot clients, with a DHCPOFFER that

@@ -486,16 +486,16 @@ func asked(req *dhcpv4.DHCPv4, code dhcpv4.OptionCode) bool {
 	return false
 }
 
-// emit reports ev to Deps.OnEvent: through Serve's queue while Serve
+// emit reports ev to Deps.OnEvent(s): through Serve's queue while Serve
 // runs, else at once.
 func (s *Server) emit(ev Event) {
-	if s.event == nil {
+	if s.events == nil {
 		return
 	}
 	ev.MAC = slices.Clone(ev.MAC)
 	q := s.queue.Load()
 	if q == nil {
-		s.event(ev)
+		s.events([]Event{ev})
 		return
 	}
 	select {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -611,5 +612,49 @@ func TestExpiredOfferReturnsAddress(t *testing.T) {
 	want := []string{"10.0.0.100", "10.0.0.101", "10.0.0.100", "10.0.0.101"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("offers (-want +got):\n%s", diff)
+	}
+}
+
+// TestEventQueue checks how Serve hands events on: in order, in batches
+// of at most eventBatch to OnEvents, everything queued before it stops;
+// and counted as dropped, not waited for, when the queue is full.
+func TestEventQueue(t *testing.T) {
+	var got [][]Event
+	srv, err := New(baseConfig(), Deps{Leases: openStore(t), Logger: quietLogger(), Now: t0,
+		OnEvents: func(evs []Event) { got = append(got, slices.Clone(evs)) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []Event
+	q := &eventQueue{ch: make(chan Event, eventQueueSize)}
+	for i := range eventBatch + 44 {
+		ev := Event{Kind: EventAck, IP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)})}
+		q.ch <- ev
+		want = append(want, ev)
+	}
+	done, delivered := make(chan struct{}), make(chan struct{})
+	go srv.deliver(q, done, delivered)
+	close(done)
+	<-delivered
+	var flat []Event
+	var sizes []int
+	for _, b := range got {
+		flat = append(flat, b...)
+		sizes = append(sizes, len(b))
+	}
+	if diff := cmp.Diff(want, flat, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Errorf("delivered events (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]int{eventBatch, 44}, sizes); diff != "" {
+		t.Errorf("batch sizes (-want +got):\n%s", diff)
+	}
+
+	full := &eventQueue{ch: make(chan Event, 1)}
+	srv.queue.Store(full)
+	for range 3 {
+		srv.emit(Event{Kind: EventDiscover})
+	}
+	if n := srv.Stats().EventsDropped; n != 2 || len(full.ch) != 1 {
+		t.Errorf("full queue: %d dropped, %d queued; want 2 and 1", n, len(full.ch))
 	}
 }

@@ -98,6 +98,9 @@ type FileLeaseStore struct {
 	lines  int
 	leases map[string]Lease
 	broken error
+	// retryCompact is the line count before which a failed compaction
+	// is not tried again.
+	retryCompact int
 	// next collects the records of the next flush; kick wakes the
 	// flusher (closed by Close), which closes flushed when it is gone.
 	next    *commit
@@ -184,7 +187,9 @@ func (s *FileLeaseStore) load() error {
 
 // compact rewrites the file with one line per live lease, through a
 // flushed temporary file renamed into place, and reopens it for appending.
-// The caller holds s.mu or has the store to itself.
+// Should the new file not reopen, the store refuses further writes: they
+// would go to the replaced file. The caller holds s.mu or has the store
+// to itself.
 func (s *FileLeaseStore) compact() error {
 	var buf bytes.Buffer
 	keys := make([]string, 0, len(s.leases))
@@ -204,7 +209,9 @@ func (s *FileLeaseStore) compact() error {
 	}
 	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		return fmt.Errorf("reopen lease store: %w", err)
+		err = fmt.Errorf("reopen lease store after compaction: %w", err)
+		s.broken = err
+		return err
 	}
 	if s.f != nil {
 		s.f.Close()
@@ -356,10 +363,10 @@ func (s *FileLeaseStore) flushNext() bool {
 		for _, rec := range c.recs {
 			s.apply(rec)
 		}
-		// The records are durable, so a failed rewrite is reported in
-		// the log of the next failure, not to these callers.
-		if cerr := s.maybeCompact(); cerr != nil {
-			s.broken = cerr
+		// The records are durable, so a failed rewrite is not these
+		// callers' failure: the file just stays long a while more.
+		if s.maybeCompact() != nil {
+			s.retryCompact = s.lines + compactSlack
 		}
 	}
 	s.mu.Unlock()
@@ -382,11 +389,9 @@ func (s *FileLeaseStore) apply(rec leaseRecord) {
 	s.leases[mac.String()] = Lease{MAC: mac, IP: rec.IP, Hostname: rec.Hostname, Expiry: rec.Expiry}
 }
 
-// maybeCompact rewrites the file when superseded lines dominate. The
-// record is already durable, so a failed rewrite is reported without
-// undoing it.
+// maybeCompact rewrites the file when superseded lines dominate.
 func (s *FileLeaseStore) maybeCompact() error {
-	if s.lines <= 2*len(s.leases)+compactSlack {
+	if s.lines <= 2*len(s.leases)+compactSlack || s.lines < s.retryCompact {
 		return nil
 	}
 	return s.compact()

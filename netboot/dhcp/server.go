@@ -70,6 +70,13 @@ type Deps struct {
 	// dropped, counted in Stats.EventsDropped and logged. It must not
 	// call Handle.
 	OnEvent func(Event)
+	// OnEvents, if set, is used instead of OnEvent and receives events in
+	// batches: Handle passes each event alone, Serve all those queued at
+	// that moment (up to eventBatch), in order. A consumer that stores
+	// events can then store a batch with one transaction, and keep up
+	// with a flood of requests where one transaction per event cannot.
+	// The slice is reused once OnEvents returns.
+	OnEvents func([]Event)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -115,7 +122,7 @@ type Server struct {
 	leases LeaseStore
 	res    Reservations
 	log    *slog.Logger
-	event  func(Event)
+	events func([]Event)
 	now    func() time.Time
 
 	// mu serialises full-mode address decisions and guards pool. It is
@@ -125,7 +132,7 @@ type Server struct {
 	mu   sync.Mutex
 	pool *pool
 
-	// queue, while Serve runs, carries events to OnEvent.
+	// queue, while Serve runs, carries events to OnEvent(s).
 	queue atomic.Pointer[eventQueue]
 
 	stats counters
@@ -155,8 +162,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		leases: deps.Leases,
 		res:    deps.Reservations,
 		log:    deps.Logger,
-		event:  deps.OnEvent,
+		events: deps.OnEvents,
 		now:    deps.Now,
+	}
+	if s.events == nil && deps.OnEvent != nil {
+		one := deps.OnEvent
+		s.events = func(evs []Event) {
+			for _, ev := range evs {
+				one(ev)
+			}
+		}
 	}
 	if v.Mode == ModeFull {
 		all, err := deps.Leases.All()
@@ -222,7 +237,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
 	defer closeAll()
-	if s.event != nil {
+	if s.events != nil {
 		q := &eventQueue{ch: make(chan Event, eventQueueSize)}
 		done := make(chan struct{})
 		delivered := make(chan struct{})
@@ -375,22 +390,39 @@ func (s *Server) answer(ctx context.Context, c net.PacketConn, pkt []byte, from 
 	s.log.DebugContext(ctx, "dhcp sent", "to", dst, "type", resp.MessageType().String(), "mac", req.ClientHWAddr.String())
 }
 
-// deliver calls Deps.OnEvent for each event queued on q until done is
-// closed, then for those still queued, and closes delivered.
+// eventBatch bounds the events handed to Deps.OnEvents at once.
+const eventBatch = 256
+
+// deliver hands the events queued on q to Deps.OnEvent(s), a batch at a
+// time, until done is closed, then those still queued, and closes
+// delivered.
 func (s *Server) deliver(q *eventQueue, done <-chan struct{}, delivered chan<- struct{}) {
 	defer close(delivered)
+	batch := make([]Event, 0, eventBatch)
+	// more adds the events queued now to batch, up to eventBatch.
+	more := func() {
+		for len(batch) < eventBatch {
+			select {
+			case ev := <-q.ch:
+				batch = append(batch, ev)
+			default:
+				return
+			}
+		}
+	}
 	for {
 		select {
 		case ev := <-q.ch:
-			s.event(ev)
+			batch = append(batch[:0], ev)
+			more()
+			s.events(batch)
 		case <-done:
 			for {
-				select {
-				case ev := <-q.ch:
-					s.event(ev)
-				default:
+				batch = batch[:0]
+				if more(); len(batch) == 0 {
 					return
 				}
+				s.events(batch)
 			}
 		}
 	}
