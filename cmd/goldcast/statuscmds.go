@@ -46,6 +46,8 @@ per node in place (on a terminal; otherwise it prints a line per change)
 until Ctrl-C. --until STATE[,STATE] ends the watch once every node shown
 is in one of those states: exit status 0, or 1 if any node failed.
 
+With NODE arguments, the nodes' last events follow the table.
+
 --json prints {"nodes": [states], "events": [the events of the named
 nodes, or all]}; with --watch, one JSON state per line at each change.`,
 		Example: `  goldcast status --server http://imageserver:8080
@@ -89,6 +91,21 @@ nodes, or all]}; with --watch, one JSON state per line at each change.`,
 				rows = append(rows, statusRow(st))
 			}
 			a.table([]string{"NODE", "STATE", "IMAGE@V", "STAGE", "PROGRESS", "RATE", "ETA", "LAST-EVENT"}, rows)
+			if len(args) == 0 {
+				return nil
+			}
+			// Named nodes: their recent history too.
+			evs, err := nodeEvents(cmd, c, states, true)
+			if err != nil {
+				return err
+			}
+			if n := len(evs) - recentEvents; n > 0 {
+				evs = evs[n:]
+				a.printf("\nlast %d events (goldcast events NODE shows all %d):\n", recentEvents, n+recentEvents)
+			} else {
+				a.printf("\nevents:\n")
+			}
+			printEvents(a, evs)
 			return nil
 		},
 	}
@@ -98,6 +115,9 @@ nodes, or all]}; with --watch, one JSON state per line at each change.`,
 	cmd.Flags().StringVar(&until, "until", "", "with --watch: stop once every node is in one of these states (comma-separated); exit 1 if any failed")
 	return cmd
 }
+
+// recentEvents is how many events status NODE shows below the states.
+const recentEvents = 20
 
 // nodeEvents returns the events of the nodes in states (all events when
 // no node was named), oldest first.
