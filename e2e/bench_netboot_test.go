@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"fmt"
+	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/goldcast/goldcast/netboot/dhcp"
 )
 
 // The benchmark network: a /16 so the pool holds as many addresses as
@@ -47,14 +52,15 @@ func TestBenchmarkNetboot(t *testing.T) {
 	clients := envInt("GOLDCAST_BENCH_DHCP_CLIENTS", 10000)
 	secs := envInt("GOLDCAST_BENCH_DHCP_SECONDS", 10)
 	const rounds = 3
-	var ours, theirs []float64
+	var ours, core, theirs []float64
 	for i := range rounds {
-		// Alternate, Kea first, so neither always runs second.
+		// Alternate, Kea first, so none always runs last.
 		theirs = append(theirs, benchKea(t, n, rate, clients, secs))
 		ours = append(ours, benchGoldcastDHCP(t, n, rate, clients, secs))
-		t.Logf("DHCP round %d: goldcast %.0f leases/s, kea %.0f leases/s", i+1, ours[i], theirs[i])
+		core = append(core, benchDHCPCore(t, n, rate, clients, secs))
+		t.Logf("DHCP round %d: goldcast server %.0f leases/s, netboot/dhcp alone %.0f, kea %.0f", i+1, ours[i], core[i], theirs[i])
 	}
-	dOurs, dTheirs := medianF(ours), medianF(theirs)
+	dOurs, dCore, dTheirs := medianF(ours), medianF(core), medianF(theirs)
 
 	size := envInt("GOLDCAST_BENCH_TFTP_MB", 64) << 20
 	boot := t.TempDir()
@@ -77,10 +83,12 @@ func TestBenchmarkNetboot(t *testing.T) {
 	fmt.Fprintf(&table, "| job | goldcast | median | alternative | median | goldcast speed / alternative |\n|---|---|---|---|---|---|\n")
 	fmt.Fprintf(&table, "| DHCP leases/s (4-way, %d clients, %d s at %d/s offered, pool /16) | `goldcast server --dhcp-mode full` (lease flushed before each ACK) | %.0f | `kea-dhcp4` (memfile, persist) | %.0f | %.2fx |\n",
 		clients, secs, rate, dOurs, dTheirs, dOurs/dTheirs)
+	fmt.Fprintf(&table, "| same, DHCP server alone | `netboot/dhcp` Server in the test process (FileLeaseStore, no event store) | %.0f | `kea-dhcp4` (memfile, persist) | %.0f | %.2fx |\n",
+		dCore, dTheirs, dCore/dTheirs)
 	fmt.Fprintf(&table, "| TFTP %.0f MiB, `curl --tftp-blksize 1468` | `goldcast server --tftp` | %.2f s (%.1f MiB/s) | `in.tftpd -L -s DIR` | %.2f s (%.1f MiB/s) | %.2fx |\n",
 		mb, mo.Seconds(), mb/mo.Seconds(), mt.Seconds(), mb/mt.Seconds(), mt.Seconds()/mo.Seconds())
-	fmt.Fprintf(&table, "\nDHCP rounds (leases/s): goldcast %s, kea %s. TFTP rounds: goldcast %s, tftpd-hpa %s.\n",
-		fmtRates(ours), fmtRates(theirs), fmtDurations(tOurs), fmtDurations(tTheirs))
+	fmt.Fprintf(&table, "\nDHCP rounds (leases/s): goldcast server %s, netboot/dhcp alone %s, kea %s. TFTP rounds: goldcast %s, tftpd-hpa %s.\n",
+		fmtRates(ours), fmtRates(core), fmtRates(theirs), fmtDurations(tOurs), fmtDurations(tTheirs))
 	fmt.Fprintf(&table, "Machine: %d CPUs (%s), %s; perfdhcp `-r %d -R %d -p %d` from a client namespace over a veth; median of %d DHCP and %d TFTP runs.\n",
 		runtime.NumCPU(), runtime.GOARCH, kernel(), rate, clients, secs, rounds, tftpRounds)
 	t.Log("\n" + table.String())
@@ -116,6 +124,43 @@ func benchGoldcastDHCP(t *testing.T, n *netns, rate, clients, secs int) float64 
 	}
 	if len(macs) == 0 || len(macs) > clients {
 		t.Errorf("goldcast lease file holds %d clients, want 1..%d", len(macs), clients)
+	}
+	return r
+}
+
+// benchDHCPCore runs perfdhcp against goldcast's DHCP server package
+// alone, serving from this process inside the server namespace with a
+// FileLeaseStore and an info-level log as the server keeps, but no event
+// store, and returns the exchanges per second.
+func benchDHCPCore(t *testing.T, n *netns, rate, clients, secs int) float64 {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := dhcp.OpenFileLeaseStore(filepath.Join(dir, "dhcp-leases"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	logf, err := os.Create(filepath.Join(dir, "dhcp.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	srv, err := dhcp.New(dhcp.Config{
+		Mode: dhcp.ModeFull, Interface: n.serverIf, ServerIP: netip.MustParseAddr(benchServerIP),
+		Netmask: netip.MustParseAddr("255.255.0.0"),
+		Range:   dhcp.Range{First: netip.MustParseAddr(benchFirst), Last: netip.MustParseAddr(benchLast)},
+	}, dhcp.Deps{Leases: st, Logger: slog.New(slog.NewTextHandler(logf, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- inNetns(n.server, func() error { return srv.Serve(ctx) }) }()
+	waitFor(t, logf.Name(), "dhcp serving")
+	r := perfdhcp(t, n, rate, clients, secs)
+	cancel()
+	if err := <-served; err != nil {
+		t.Errorf("Serve: %v", err)
 	}
 	return r
 }

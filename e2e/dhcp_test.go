@@ -323,33 +323,39 @@ func newRecordingClient(t *testing.T, n *netns, mac string) *nclient4.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	type res struct {
-		c   *nclient4.Client
-		err error
+	var c *nclient4.Client
+	err = inNetns(n.client, func() error {
+		var err error
+		c, err = nclient4.New(n.clientIf, nclient4.WithHWAddr(hw), nclient4.WithTimeout(time.Second), nclient4.WithRetry(3))
+		return err
+	})
+	if err != nil {
+		t.Fatalf("dhcp client %s: %v", mac, err)
 	}
-	ch := make(chan res, 1)
+	return c
+}
+
+// inNetns runs fn on a new OS thread that joined network namespace ns,
+// and returns its error. Sockets fn opens stay in ns. The thread is never
+// unlocked, so it ends with fn and never runs other goroutines.
+func inNetns(ns string, fn func() error) error {
+	errc := make(chan error, 1)
 	go func() {
-		// The thread joins the namespace and is never unlocked, so it
-		// ends with this goroutine.
 		runtime.LockOSThread()
-		f, err := os.Open(filepath.Join("/run/netns", n.client))
+		f, err := os.Open(filepath.Join("/run/netns", ns))
 		if err != nil {
-			ch <- res{err: err}
+			errc <- err
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), syscall.CLONE_NEWNET); err != nil {
-			ch <- res{err: fmt.Errorf("enter namespace %s: %w", n.client, err)}
+		err = unix.Setns(int(f.Fd()), syscall.CLONE_NEWNET)
+		f.Close()
+		if err != nil {
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
 			return
 		}
-		c, err := nclient4.New(n.clientIf, nclient4.WithHWAddr(hw), nclient4.WithTimeout(time.Second), nclient4.WithRetry(3))
-		ch <- res{c, err}
+		errc <- fn()
 	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("dhcp client %s: %v", mac, r.err)
-	}
-	return r.c
+	return <-errc
 }
 
 func yiaddr(m *dhcpv4.DHCPv4) string {

@@ -326,8 +326,9 @@ const (
 // maxInFlight bounds the packets one socket handles at once. Requests
 // wait for their lease to reach the disk, and a lease store writes the
 // leases of all waiting requests with one flush, so concurrency is what
-// makes durable leases fast.
-const maxInFlight = 256
+// makes durable leases fast: when a flush is slow (a busy disk can take
+// 100 ms), the next one carries everything that arrived meanwhile.
+const maxInFlight = 2048
 
 // serveConn reads packets on c until it is closed and answers each on
 // its own goroutine, waiting for them all before it returns. pxe is set
