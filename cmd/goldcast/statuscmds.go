@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/goldcast/goldcast/api"
 	"github.com/goldcast/goldcast/client"
@@ -200,14 +201,28 @@ func oneLine(s string) string {
 	return orDash(first)
 }
 
-// isTerminal reports whether w is a terminal.
-func isTerminal(w io.Writer) bool {
+// terminalWidth returns the width of the terminal w is, or 0 when w is
+// no terminal.
+func terminalWidth(w io.Writer) int {
 	f, ok := w.(*os.File)
 	if !ok {
-		return false
+		return 0
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	ws, err := unix.IoctlGetWinsize(int(f.Fd()), unix.TIOCGWINSZ)
+	if err != nil {
+		return 0
+	}
+	return max(int(ws.Col), 20)
+}
+
+// fit cuts s to width columns (runes), so that a redrawn line never
+// wraps.
+func fit(s string, width int) string {
+	r := []rune(s)
+	if len(r) < width {
+		return s
+	}
+	return string(r[:width-1])
 }
 
 // progressBar draws percent as a bar of width cells.
@@ -226,7 +241,8 @@ func barLine(st api.NodeState) string {
 // watchStatus follows the nodes' states live until Ctrl-C or until every
 // node is in one of stopAt.
 func watchStatus(cmd *cobra.Command, a *app, c *client.Client, nodes, stopAt []string) error {
-	term := isTerminal(a.out) && !a.jsonOut
+	width := terminalWidth(a.out)
+	term := width > 0 && !a.jsonOut
 	drawn := 0
 	var result error
 	err := c.WatchNodes(cmd.Context(), nodes, func(states []api.NodeState, e *client.Event) error {
@@ -246,7 +262,7 @@ func watchStatus(cmd *cobra.Command, a *app, c *client.Client, nodes, stopAt []s
 				fmt.Fprintf(&b, "\x1b[%dA", drawn) // back to the first line
 			}
 			for _, st := range states {
-				b.WriteString("\r\x1b[2K" + barLine(st) + "\n")
+				b.WriteString("\r\x1b[2K" + fit(barLine(st), width) + "\n")
 			}
 			drawn = len(states)
 			io.WriteString(a.out, b.String())
