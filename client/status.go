@@ -181,7 +181,7 @@ const (
 // the server changes its own record: install reports set the state,
 // stage, percent (never going back within one install), rate and ETA;
 // health reports make the node healthy or unhealthy; a booted report
-// makes it booted. Every event's message becomes st.Message. It reports
+// starts it afresh as booted. Every event's message becomes st.Message. It reports
 // whether st changed.
 func ApplyEvent(st *api.NodeState, e Event) bool {
 	before := *st
@@ -226,10 +226,8 @@ func ApplyEvent(st *api.NodeState, e Event) bool {
 		}
 	case kindBoot:
 		if e.Stage == api.StateBooted {
-			st.State = api.StateBooted
-			if k := e.Fields["kernel"]; k != "" {
-				st.Kernel = k
-			}
+			// The server starts the node's record afresh.
+			*st = api.NodeState{Node: st.Node, State: api.StateBooted, Kernel: e.Fields["kernel"], Updated: st.Updated, Message: st.Message}
 		}
 	}
 	return *st != before

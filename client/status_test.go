@@ -125,3 +125,41 @@ func TestNodeStates(t *testing.T) {
 		t.Errorf("query %q", query)
 	}
 }
+
+// TestApplyEvent follows a node through the events of an install, as
+// status --watch does, starting from a record of an earlier install.
+func TestApplyEvent(t *testing.T) {
+	st := api.NodeState{Node: "n1", State: api.StateHealthy, Image: "web", Version: 1, Percent: 100, Hostname: "n1.lab", Kernel: "6.1"}
+	inst := func(stage, state string, pct, rate float64, fields map[string]string) Event {
+		f := map[string]string{"state": state}
+		for k, v := range fields {
+			f[k] = v
+		}
+		return Event{Node: "n1", Kind: "install", Stage: stage, Percent: pct, Rate: rate, Message: stage + " " + state, Fields: f}
+	}
+	steps := []struct {
+		e    Event
+		want api.NodeState
+	}{
+		{inst("start", api.StateInstalling, 0, 0, map[string]string{"image": "web", "version": "2"}),
+			api.NodeState{Node: "n1", State: api.StateInstalling, Stage: "start", Image: "web", Version: 2, Message: "start installing", Hostname: "n1.lab", Kernel: "6.1"}},
+		{inst("transfer", api.StateInstalling, 40, 1e6, map[string]string{"eta": "60"}),
+			api.NodeState{Node: "n1", State: api.StateInstalling, Stage: "transfer", Image: "web", Version: 2, Percent: 40, Rate: 1e6, ETA: 60, Message: "transfer installing", Hostname: "n1.lab", Kernel: "6.1"}},
+		{inst("sysconf", api.StateInstalling, 0, 0, nil),
+			api.NodeState{Node: "n1", State: api.StateInstalling, Stage: "sysconf", Image: "web", Version: 2, Percent: 40, Message: "sysconf installing", Hostname: "n1.lab", Kernel: "6.1"}},
+		{inst("done", api.StateInstalled, 0, 0, nil),
+			api.NodeState{Node: "n1", State: api.StateInstalled, Stage: "done", Image: "web", Version: 2, Percent: 100, Message: "done installed", Hostname: "n1.lab", Kernel: "6.1"}},
+		{Event{Node: "n1", Kind: "install", Stage: "boot-local", Message: "boot local"},
+			api.NodeState{Node: "n1", State: api.StateInstalled, Stage: "done", Image: "web", Version: 2, Percent: 100, Message: "boot local", Hostname: "n1.lab", Kernel: "6.1"}},
+		{Event{Node: "n1", Kind: "health", Stage: "healthy", Message: "ok", Fields: map[string]string{"hostname": "n1.x", "kernel": "6.12", "boot_id": "b1", "image": "web", "version": "2"}},
+			api.NodeState{Node: "n1", State: api.StateHealthy, Stage: "done", Image: "web", Version: 2, Percent: 100, Message: "ok", Hostname: "n1.x", Kernel: "6.12", BootID: "b1"}},
+		{Event{Node: "n1", Kind: "boot", Stage: "booted", Message: "booted", Fields: map[string]string{"kernel": "6.1-initrd"}},
+			api.NodeState{Node: "n1", State: api.StateBooted, Message: "booted", Kernel: "6.1-initrd"}},
+	}
+	for i, s := range steps {
+		ApplyEvent(&st, s.e)
+		if diff := cmp.Diff(s.want, st); diff != "" {
+			t.Errorf("after event %d (%s/%s) (-want +got):\n%s", i, s.e.Kind, s.e.Stage, diff)
+		}
+	}
+}
