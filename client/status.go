@@ -181,8 +181,8 @@ const (
 // the server changes its own record: install reports set the state,
 // stage, percent (never going back within one install), rate and ETA;
 // health reports make the node healthy or unhealthy; a booted report
-// starts it afresh as booted. Every event's message becomes st.Message. It reports
-// whether st changed.
+// starts it afresh as booted. Every event's message becomes st.Message.
+// It reports whether st changed.
 func ApplyEvent(st *api.NodeState, e Event) bool {
 	before := *st
 	if e.Message != "" {
