@@ -186,5 +186,5 @@ func (a *assembler) report(st *status) {
 		}
 		st.carouselTo = uint32(g + 1)
 	}
-	st.received = uint64(a.received)
+	st.received = uint64(a.received + a.duplicate)
 }

@@ -322,6 +322,7 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 		<-ctx.Done()
 		c.SetReadDeadline(time.Now())
 	}
+	annConn.SetReadDeadline(time.Time{}) // findSession left one
 	go unblock(dataConn.PacketConn)
 	go unblock(annConn.PacketConn)
 	go unblock(ctlUDP)
@@ -363,6 +364,7 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 		for ctx.Err() == nil {
 			n, _, _, err := annConn.ReadFrom(buf)
 			if err != nil {
+				pause(ctx)
 				continue
 			}
 			h, body, err := parseHeader(buf[:n])
@@ -389,6 +391,7 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 		for ctx.Err() == nil {
 			n, _, err := ctlUDP.ReadFrom(buf)
 			if err != nil {
+				pause(ctx)
 				continue
 			}
 			h, body, err := parseHeader(buf[:n])
@@ -486,6 +489,15 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 	return res, nil
 }
 
+// pause slows a read loop down after an error, so a socket that keeps
+// failing cannot spin a CPU.
+func pause(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(10 * time.Millisecond):
+	}
+}
+
 // readData receives shards in batches, feeds the assembler and passes
 // complete groups on in order.
 func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShared, out chan<- []byte, stray *atomic.Int64) {
@@ -498,6 +510,9 @@ func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShare
 	for ctx.Err() == nil {
 		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		n, err := c.ReadBatch(ms, 0)
+		if err != nil && n <= 0 && !errors.Is(err, os.ErrDeadlineExceeded) {
+			pause(ctx)
+		}
 		now := time.Now()
 		sh.mu.Lock()
 		for i := 0; i < n; i++ {
@@ -535,6 +550,5 @@ func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShare
 			}
 			sh.mu.Unlock()
 		}
-		_ = err
 	}
 }

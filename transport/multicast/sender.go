@@ -455,6 +455,7 @@ func (s *sender) readStatus(ctx context.Context, in chan<- incoming, strays chan
 			if ctx.Err() != nil {
 				return
 			}
+			pause(ctx)
 			continue
 		}
 		ua, _ := src.(*net.UDPAddr)
