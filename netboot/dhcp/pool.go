@@ -52,8 +52,13 @@ func newPool(first netip.Addr, leases []Lease) *pool {
 // replaced.
 func (p *pool) put(l Lease) (prev Lease, had bool) {
 	key := l.MAC.String()
-	prev, had = p.del(key)
 	l = cloneLease(l)
+	if prev, had = p.byMAC[key]; had && prev.IP == l.IP {
+		// A renewal: the address keeps its holder, and the cursor stays.
+		p.byMAC[key] = l
+		return prev, had
+	}
+	p.del(key)
 	p.byMAC[key] = l
 	p.byIP[l.IP] = append(p.byIP[l.IP], key)
 	return prev, had
@@ -86,10 +91,11 @@ func (p *pool) restore(key string, want Lease, prev Lease, had bool) {
 	if !ok || cur.IP != want.IP || !cur.Expiry.Equal(want.Expiry) {
 		return
 	}
-	p.del(key)
 	if had {
 		p.put(prev)
+		return
 	}
+	p.del(key)
 }
 
 // holders returns the leases naming ip.
