@@ -186,19 +186,18 @@ func (s *installService) recordProgress(node string, p api.Progress) error {
 	set("error", p.Error)
 	set("log_tail", strings.Join(p.LogTail, "\n"))
 	set("boot_id", p.BootID)
-	if _, err := s.state.AppendEvent(state.Event{
-		Time: s.now(), Node: node, Kind: KindInstall, Stage: p.Stage,
+	now := s.now()
+	ev := state.Event{
+		Time: now, Node: node, Kind: KindInstall, Stage: p.Stage,
 		Percent: p.Percent, Bytes: p.Bytes, Rate: p.Rate, Message: progressMessage(p), Fields: fields,
-	}); err != nil {
-		return err
 	}
-	now := s.now().UTC()
-	_, err := s.state.UpdateNodeStatus(node, func(st *state.NodeStatus, _ bool) bool {
+	// The event and the node's record change together.
+	_, err := s.state.AppendNodeEvent(ev, func(st *state.NodeStatus, _ bool) bool {
 		if p.State == api.StateInstalling && st.State != api.StateInstalling {
 			// A new install: start from a clean record.
 			*st = state.NodeStatus{Node: node, Kernel: st.Kernel, BootID: st.BootID, Hostname: st.Hostname}
 		}
-		st.State, st.Stage, st.Updated, st.Message = p.State, p.Stage, now, progressMessage(p)
+		st.State, st.Stage, st.Updated, st.Message = p.State, p.Stage, now.UTC(), ev.Message
 		if p.Image != "" {
 			st.Image, st.Version = p.Image, p.Version
 		}
@@ -330,13 +329,10 @@ func (s *installService) health(w http.ResponseWriter, r *http.Request) {
 			delete(fields, k)
 		}
 	}
-	if _, err := s.state.AppendEvent(state.Event{Time: s.now(), Node: node, Kind: KindHealth, Stage: api.StateHealthy, Message: msg, Fields: fields}); err != nil {
-		writeError(w, http.StatusInternalServerError, err.Error())
-		return
-	}
-	now := s.now().UTC()
-	_, err := s.state.UpdateNodeStatus(node, func(st *state.NodeStatus, _ bool) bool {
-		st.State, st.Updated, st.Message = api.StateHealthy, now, msg
+	now := s.now()
+	ev := state.Event{Time: now, Node: node, Kind: KindHealth, Stage: api.StateHealthy, Message: msg, Fields: fields}
+	_, err := s.state.AppendNodeEvent(ev, func(st *state.NodeStatus, _ bool) bool {
+		st.State, st.Updated, st.Message = api.StateHealthy, now.UTC(), msg
 		st.Hostname, st.BootID, st.Kernel = h.Hostname, h.BootID, h.Kernel
 		if h.Image != "" {
 			st.Image, st.Version = h.Image, h.Version

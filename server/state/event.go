@@ -54,6 +54,39 @@ func seqKey(seq uint64) []byte {
 // then hands it to the watchers. A zero e.Time becomes the current time;
 // any Seq in e is ignored. It returns the stored event.
 func (s *Store) AppendEvent(e Event) (Event, error) {
+	return s.appendEvent(e, nil)
+}
+
+// AppendNodeEvent appends e (as AppendEvent does) and changes the status
+// of e.Node (as UpdateNodeStatus does, fn deciding) in one transaction:
+// both are stored or neither is, with one disk sync. It returns the
+// stored event.
+func (s *Store) AppendNodeEvent(e Event, fn func(st *NodeStatus, found bool) bool) (Event, error) {
+	if e.Node == "" {
+		return Event{}, fmt.Errorf("append %s event with a node status: node name is empty", e.Kind)
+	}
+	return s.appendEvent(e, func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketNodes))
+		var st NodeStatus
+		found, err := getJSON(b, []byte(e.Node), &st)
+		if err != nil {
+			return err
+		}
+		st.Node = e.Node
+		if !fn(&st, found) {
+			return nil
+		}
+		st.Node = e.Node
+		if err := putJSON(b, []byte(e.Node), &st); err != nil {
+			return fmt.Errorf("store status of node %q: %w", e.Node, err)
+		}
+		return nil
+	})
+}
+
+// appendEvent stores e, and runs also (when not nil) in the same
+// transaction.
+func (s *Store) appendEvent(e Event, also func(tx *bolt.Tx) error) (Event, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
@@ -71,6 +104,9 @@ func (s *Store) AppendEvent(e Event) (Event, error) {
 		}
 		if err := b.Put(key, data); err != nil {
 			return fmt.Errorf("store event %d: %w", seq, err)
+		}
+		if also != nil {
+			return also(tx)
 		}
 		return nil
 	})

@@ -98,3 +98,47 @@ func TestLastEvents(t *testing.T) {
 		})
 	}
 }
+
+func TestAppendNodeEvent(t *testing.T) {
+	s, _ := openTemp(t)
+	ch := s.Watch(t.Context(), 0)
+	e, err := s.AppendNodeEvent(Event{Node: "n1", Kind: "install", Stage: "transfer", Percent: 30}, func(st *NodeStatus, found bool) bool {
+		if found {
+			t.Error("found a record of n1 before any")
+		}
+		st.State, st.Stage, st.Percent = "installing", "transfer", 30
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := receive(t, ch, 1, 10*time.Second, 0); got[0].Seq != e.Seq || got[0].Stage != "transfer" {
+		t.Errorf("watcher got %+v, want %+v", got[0], e)
+	}
+	st, err := s.NodeStatus("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&NodeStatus{Node: "n1", State: "installing", Stage: "transfer", Percent: 30}, st); diff != "" {
+		t.Errorf("status (-want +got):\n%s", diff)
+	}
+	// fn declining keeps the record; the event is stored all the same.
+	if _, err := s.AppendNodeEvent(Event{Node: "n1", Kind: "install", Stage: "note"}, func(st *NodeStatus, found bool) bool {
+		if !found || st.Percent != 30 {
+			t.Errorf("fn saw %+v (found %v)", st, found)
+		}
+		st.Percent = 99
+		return false
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := s.NodeStatus("n1"); st.Percent != 30 {
+		t.Errorf("declined change stored: %+v", st)
+	}
+	if evs, _ := s.Events(0, "n1", 0); len(evs) != 2 {
+		t.Errorf("%d events stored, want 2", len(evs))
+	}
+	if _, err := s.AppendNodeEvent(Event{Kind: "install"}, func(*NodeStatus, bool) bool { return true }); err == nil {
+		t.Error("an event without a node accepted")
+	}
+}
