@@ -201,12 +201,25 @@ func (in *installer) run(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plan the disk %s: %w", disk.Path, err)
 	}
+	// The table's ID marks the disk as this node's goldcast install.
+	wipe := plan.Wipe
+	for i := range dplan.Disks {
+		if dplan.Disks[i].Table == "" {
+			continue
+		}
+		id := nodeDiskID(plan.Node, dplan.Disks[i].Table)
+		if !wipe && sameDiskID(diskTableID(ctx, dplan.Disks[i].Path), id) {
+			in.log.Info("the disk holds an earlier goldcast install of this node: installing over it", "disk", dplan.Disks[i].Path)
+			wipe = true
+		}
+		dplan.Disks[i].ID = id
+	}
 	in.log.Info("disk plan", "disk", disk.Path, "size", disk.SizeBytes, "plan", dplan.String())
 	in.report(ctx, api.Progress{Stage: api.StagePartition, Message: fmt.Sprintf("partitioning %s (%d MiB)", disk.Path, disk.SizeBytes>>20)})
 	if err := os.MkdirAll(in.target, 0o755); err != nil {
 		return nil, fmt.Errorf("create %s: %w", in.target, err)
 	}
-	applied, err := disks.Apply(ctx, dplan, disks.Options{Wipe: plan.Wipe, Target: in.target, Log: in.log,
+	applied, err := disks.Apply(ctx, dplan, disks.Options{Wipe: wipe, Target: in.target, Log: in.log,
 		Progress: func(step string) {
 			if strings.HasPrefix(step, "mkfs") && in.stage != api.StageMkfs {
 				in.enter(ctx, api.StageMkfs, "making filesystems")
