@@ -480,7 +480,12 @@ func configureNetwork(ctx context.Context, l *consoleLog, iface netInterface, ho
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("DHCP client on %s: %w", iface.Name, err)
 	}
-	defer client.Close()
+	keep := false
+	defer func() {
+		if !keep {
+			client.Close()
+		}
+	}()
 	l.printf("DHCP on %s", iface.Name)
 	lease, err := client.Request(dctx, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))
 	if err != nil {
@@ -510,7 +515,48 @@ func configureNetwork(ctx context.Context, l *consoleLog, iface netInterface, ho
 		}
 	}
 	l.printf("configured %s on %s", n.addr, iface.Name)
+	// A long install outlives a short lease: renew it in the background
+	// for as long as this initramfs runs.
+	keep = true
+	go renewLease(ctx, l, client, lease, hostname)
 	return n.addr, nil
+}
+
+// renewAfter is when a lease acknowledged by ack should be renewed: its
+// renewal time (option 58) when given, else half its lease time (default
+// one hour), and at least a minute.
+func renewAfter(ack *dhcpv4.DHCPv4) time.Duration {
+	d := ack.IPAddressRenewalTime(0)
+	if d <= 0 {
+		d = ack.IPAddressLeaseTime(time.Hour) / 2
+	}
+	return max(d, time.Minute)
+}
+
+// renewLease renews lease at its renewal time, again and again, until ctx
+// ends; a failed renewal is retried every minute. The address stays
+// configured either way (the server keeps acknowledged leases).
+func renewLease(ctx context.Context, l *consoleLog, client *nclient4.Client, lease *nclient4.Lease, hostname string) {
+	defer client.Close()
+	wait := renewAfter(lease.ACK)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		renewed, err := client.Renew(rctx, lease, dhcpv4.WithOption(dhcpv4.OptHostName(hostname)))
+		cancel()
+		if err != nil {
+			l.printf("DHCP renewal of %s failed (%v); retrying in a minute", lease.ACK.YourIPAddr, err)
+			wait = time.Minute
+			continue
+		}
+		lease = renewed
+		wait = renewAfter(lease.ACK)
+		l.printf("DHCP: renewed %s for %v", lease.ACK.YourIPAddr, lease.ACK.IPAddressLeaseTime(time.Hour))
+	}
 }
 
 // waitForCarrier polls a sysfs carrier file until it reads 1 or wait

@@ -196,3 +196,27 @@ func TestReporterPost(t *testing.T) {
 		})
 	}
 }
+
+func TestRenewAfter(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []dhcpv4.Option
+		want time.Duration
+	}{
+		{"renewal time given", []dhcpv4.Option{dhcpv4.OptIPAddressLeaseTime(time.Hour), dhcpv4.OptRenewTimeValue(10 * time.Minute)}, 10 * time.Minute},
+		{"half the lease", []dhcpv4.Option{dhcpv4.OptIPAddressLeaseTime(2 * time.Hour)}, time.Hour},
+		{"no times: half an hour", nil, 30 * time.Minute},
+		{"at least a minute", []dhcpv4.Option{dhcpv4.OptIPAddressLeaseTime(30 * time.Second)}, time.Minute},
+	} {
+		ack, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeAck))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, o := range tc.opts {
+			ack.UpdateOption(o)
+		}
+		if got := renewAfter(ack); got != tc.want {
+			t.Errorf("%s: renewAfter = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
