@@ -21,7 +21,7 @@ TEST_FILES := /usr/lib/ipxe/ipxe.efi:ipxe /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf \
               /usr/share/doc/busybox-static/copyright:busybox-static
 TEST_TIMEOUT ?= 80m
 
-.PHONY: all build run test deps docs bench vet clean
+.PHONY: all build run test e2e deps docs bench vet clean
 
 all: build
 
@@ -55,6 +55,11 @@ run: build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# e2e runs the end-to-end tests alone: namespaces, QEMU PXE boots and
+# installs, real peers (rsync, udhcpc, dnsmasq, udpcast, aria2c).
+e2e: deps
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -v ./e2e/
 
 # bench compares goldcast with the tools it replaces (see docs/benchmarks.md).
 bench: deps
