@@ -450,6 +450,11 @@ func TestSendReceiveLoopback(t *testing.T) {
 	if kinds["registered"] != 3 || kinds["done"] != 3 || kinds["start"] != 1 {
 		t.Errorf("events %v", kinds)
 	}
+	if t.Failed() {
+		for _, e := range events {
+			t.Logf("%s %s %s %d %s", e.Time.Format("05.000"), e.Kind, e.Receiver, e.Bytes, e.Message)
+		}
+	}
 }
 
 // TestReceiverRefusesOtherVersion: a receiver that insists on a version

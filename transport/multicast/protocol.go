@@ -55,6 +55,7 @@ const (
 	verdictRegistered = 0
 	verdictEvicted    = 1
 	verdictRefused    = 2
+	verdictFinal      = 3 // the receiver's done or failed state is recorded
 )
 
 const (

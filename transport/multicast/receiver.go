@@ -288,6 +288,7 @@ type rxShared struct {
 	state    byte
 	done     chan struct{} // closed when the sender acknowledged a final state
 	doneOnce sync.Once
+	kick     chan struct{} // report now (the state changed)
 }
 
 func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface, annConn *ipv4.PacketConn, sess session, stray *atomic.Int64) (*Result, error) {
@@ -310,7 +311,7 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 	var idb [8]byte
 	rand.Read(idb[:])
 	id := binary.BigEndian.Uint64(idb[:])
-	sh := &rxShared{asm: newAssembler(lay, cfg.Window), lastHear: time.Now(), done: make(chan struct{})}
+	sh := &rxShared{asm: newAssembler(lay, cfg.Window), lastHear: time.Now(), done: make(chan struct{}), kick: make(chan struct{}, 1)}
 	res := &Result{Session: fmt.Sprintf("%016x", sess.id), Image: a.image, Version: int(a.version), Digest: hex.EncodeToString(a.digest[:])}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -406,17 +407,14 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 			}
 			sh.mu.Lock()
 			sh.lastHear = time.Now()
-			st := sh.state
 			sh.mu.Unlock()
 			switch r.verdict {
 			case verdictEvicted:
 				cancel(fmt.Errorf("%w: %s", ErrEvicted, r.reason))
 			case verdictRefused:
 				cancel(fmt.Errorf("%w: %s", ErrRefused, r.reason))
-			default:
-				if st != rxReceiving {
-					sh.doneOnce.Do(func() { close(sh.done) })
-				}
+			case verdictFinal:
+				sh.doneOnce.Do(func() { close(sh.done) })
 			}
 		}
 	}()
@@ -444,6 +442,7 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 			case <-ctx.Done():
 				return
 			case <-tick.C:
+			case <-sh.kick:
 			}
 		}
 	}()
@@ -469,6 +468,10 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 		sh.state = rxFailed
 	}
 	sh.mu.Unlock()
+	select {
+	case sh.kick <- struct{}{}:
+	default:
+	}
 	res.Bytes = delivered.Load()
 	res.Stray = stray.Load()
 	if cause := context.Cause(ctx); cause != nil && xerr != nil {

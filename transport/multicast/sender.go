@@ -553,14 +553,14 @@ func (s *sender) handle(m incoming, now time.Time) {
 			s.emit(Event{Kind: "done", Receiver: r.name, Addr: r.addr.String(), Bytes: int64(st.delivered), Total: s.cfg.Size, Percent: 100,
 				Message: fmt.Sprintf("verified in %s", now.Sub(r.joined).Round(time.Millisecond))})
 		}
-		s.reply(r, verdictRegistered, "done")
+		s.reply(r, verdictFinal, "done")
 		return
 	case rxFailed:
 		if r.state == "" {
 			r.state, r.reason = "failed", "receiver reported a failure"
 			s.emit(Event{Kind: "failed", Receiver: r.name, Addr: r.addr.String(), Message: r.reason})
 		}
-		s.reply(r, verdictRegistered, "failed")
+		s.reply(r, verdictFinal, "failed")
 		return
 	}
 	s.reply(r, verdictRegistered, "")
