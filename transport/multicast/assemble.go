@@ -5,9 +5,12 @@ import (
 	"time"
 )
 
-// pending is a group being collected.
+// pending is a group being collected. Data shards land in place in buf,
+// so a complete group is released without another copy.
 type pending struct {
-	shards [][]byte // data then parity, nil where missing
+	buf    []byte   // k data blocks, back to back
+	shards [][]byte // data then parity; data shards point into buf
+	got    []bool   // which shards arrived
 	have   int
 	done   bool // data shards all present (received or rebuilt)
 }
@@ -65,18 +68,26 @@ func (a *assembler) add(d dataPacket, now time.Time) error {
 	}
 	p := a.groups[g]
 	if p == nil {
-		p = &pending{shards: make([][]byte, k)}
+		p = &pending{buf: make([]byte, k*a.lay.blockSize), shards: make([][]byte, k), got: make([]bool, k)}
 		a.groups[g] = p
 	}
 	i := int(d.shard)
 	for len(p.shards) <= i {
 		p.shards = append(p.shards, nil)
+		p.got = append(p.got, false)
 	}
-	if p.shards[i] != nil {
+	if p.got[i] {
 		a.duplicate++
 		return nil
 	}
-	p.shards[i] = append([]byte(nil), d.payload...)
+	p.got[i] = true
+	if i < k {
+		b := a.lay.blockSize
+		p.shards[i] = p.buf[i*b : (i+1)*b]
+		copy(p.shards[i], d.payload)
+	} else {
+		p.shards[i] = append([]byte(nil), d.payload...)
+	}
 	p.have++
 	a.received++
 	if p.have >= k {
@@ -116,20 +127,30 @@ func (a *assembler) idle(now time.Time, after time.Duration) {
 }
 
 func (a *assembler) decode(g int, p *pending, k int) {
-	missing := false
-	for _, s := range p.shards[:k] {
-		if s == nil {
-			missing = true
+	var missing []int
+	for i := 0; i < k; i++ {
+		if !p.got[i] {
+			missing = append(missing, i)
 		}
 	}
-	if missing {
+	if len(missing) > 0 {
+		b := a.lay.blockSize
+		for _, i := range missing {
+			p.shards[i] = p.buf[i*b : i*b] // empty: rebuilt in place if the coder can
+		}
 		if err := a.coder.reconstruct(p.shards, k); err != nil {
+			for _, i := range missing {
+				p.shards[i] = nil
+			}
 			// Not enough independent shards after all: wait for more.
 			return
 		}
+		for _, i := range missing {
+			copy(p.buf[i*b:(i+1)*b], p.shards[i])
+		}
 		a.rebuilt++
 	}
-	p.shards = p.shards[:k]
+	p.shards, p.got = nil, nil
 	p.done = true
 	a.complete[g] = true
 }
@@ -143,12 +164,8 @@ func (a *assembler) release() ([]byte, bool) {
 	p := a.groups[a.next]
 	delete(a.groups, a.next)
 	n := a.lay.groupBytes(a.next)
-	out := make([]byte, 0, n)
-	for _, s := range p.shards {
-		out = append(out, s...)
-	}
 	a.next++
-	return out[:n], true
+	return p.buf[:n], true
 }
 
 // finished: every group released.

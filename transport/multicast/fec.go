@@ -97,13 +97,14 @@ func (c *coder) parity(data [][]byte, p int) ([][]byte, error) {
 	return shards[k:], nil
 }
 
-// reconstruct fills the nil data shards among shards[:k] from whatever
-// data and parity shards are present (nil for missing); it needs at least
-// k shards in all.
+// reconstruct fills the empty data shards among shards[:k] from whatever
+// data and parity shards are present (empty for missing; an empty shard
+// with enough capacity is rebuilt in place); it needs at least k shards
+// in all.
 func (c *coder) reconstruct(shards [][]byte, k int) error {
 	if len(shards) == k {
 		for i, s := range shards {
-			if s == nil {
+			if len(s) == 0 {
 				return fmt.Errorf("fec: data shard %d missing and no parity", i)
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -385,9 +386,73 @@ func testNetns(t *testing.T) (ifname string, in func(fn func())) {
 	}
 }
 
+// inject plays a stranger on the link: once it hears the session
+// announced it sends garbage, another session's shards and this
+// session's shards with a corrupted byte to the data group, until ctx
+// ends. It returns how many packets it sent.
+func inject(ctx context.Context, t *testing.T, ifname, annAddr string) int {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	ac, err := joinGroup(ifi, annAddr)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer ac.Close()
+	buf := make([]byte, MaxPacket)
+	var h header
+	var a announce
+	for ctx.Err() == nil {
+		ac.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+		n, _, _, err := ac.ReadFrom(buf)
+		if err != nil {
+			continue
+		}
+		var body []byte
+		if h, body, err = parseHeader(buf[:n]); err == nil {
+			if a, err = parseAnnounce(body); err == nil {
+				break
+			}
+		}
+	}
+	out, err := openSendConn(ifname, 1, true)
+	if err != nil {
+		t.Error(err)
+		return 0
+	}
+	defer out.Close()
+	dst := &net.UDPAddr{IP: a.dataGroup.AsSlice(), Port: int(a.dataPort)}
+	sent := 0
+	payload := make([]byte, a.blockSize)
+	for i := 0; ctx.Err() == nil; i++ {
+		rand.Read(payload)
+		d := dataPacket{pass: 1, group: uint32(i % 40), shard: uint16(i % 64), payload: payload}
+		var p []byte
+		switch i % 3 {
+		case 0: // noise
+			p = append([]byte(nil), payload[:100]...)
+		case 1: // another session's shard
+			p = marshalData(nil, h.session+1, &d)
+		case 2: // this session's shard, corrupted in flight
+			p = marshalData(nil, h.session, &d)
+			p[len(p)/2] ^= 0x40
+		}
+		if _, err := out.WriteTo(p, nil, dst); err == nil {
+			sent++
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return sent
+}
+
 // TestSendReceiveLoopback runs a sender and three receivers in this
-// process with multicast loopback on a private group and port, and
-// checks every target with the fidelity oracle.
+// process with multicast loopback on a private group and port, with a
+// stranger injecting garbage, foreign and corrupted packets, and checks
+// every target with the fidelity oracle and that the strays were
+// counted, not used.
 func TestSendReceiveLoopback(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the fidelity oracle and extraction of owners need root")
@@ -413,28 +478,40 @@ func TestSendReceiveLoopback(t *testing.T) {
 	go in(func() {
 		defer wg.Done()
 		sres, serr = Send(ctx, SenderConfig{Interface: ifname, Stream: f, Size: fi.Size(), Digest: digest, Image: "img", Version: 1,
-			MaxBitrate: 400e6, DataGroup: fmt.Sprintf("239.255.73.%d", 1+mrand.IntN(200)), DataPort: port + 1, AnnounceAddr: ann,
+			MaxBitrate: 50e6, DataGroup: fmt.Sprintf("239.255.73.%d", 1+mrand.IntN(200)), DataPort: port + 1, AnnounceAddr: ann,
 			Loopback: true, Policy: Policy{MinReceivers: 3},
 			Events: func(e Event) { mu.Lock(); events = append(events, e); mu.Unlock() }})
 	})
+	injectCtx, stopInject := context.WithCancel(ctx)
+	injected := 0
+	injectDone := make(chan struct{})
+	go in(func() {
+		defer close(injectDone)
+		injected = inject(injectCtx, t, ifname, ann)
+	})
 	targets := make([]string, 3)
 	errs := make([]error, 3)
+	results := make([]*Result, 3)
 	for i := range targets {
 		targets[i] = filepath.Join(t.TempDir(), "target")
 		wg.Add(1)
 		go in(func() {
 			defer wg.Done()
-			_, errs[i] = Receive(ctx, ReceiverConfig{Interface: ifname, Target: targets[i], Name: fmt.Sprintf("r%d", i), Image: "img",
+			results[i], errs[i] = Receive(ctx, ReceiverConfig{Interface: ifname, Target: targets[i], Name: fmt.Sprintf("r%d", i), Image: "img",
 				AnnounceAddr: ann, JoinTimeout: 20 * time.Second})
 		})
 	}
 	wg.Wait()
+	stopInject()
+	<-injectDone
 	if serr != nil {
 		t.Fatalf("send: %v", serr)
 	}
 	for i, err := range errs {
 		if err != nil {
 			t.Errorf("receiver %d: %v", i, err)
+		} else if injected > 30 && results[i].Stray == 0 {
+			t.Errorf("receiver %d counted no stray packets; %d were injected", i, injected)
 		}
 	}
 	if sres.Done() != 3 {
