@@ -84,11 +84,12 @@ type torrentServerProc struct {
 
 // startTorrentServer runs the server on 10.88.0.1 and waits until host 1
 // reaches it.
-func startTorrentServer(t *testing.T, l *torrentLAN, data string) *torrentServerProc {
+func startTorrentServer(t *testing.T, l *torrentLAN, data string, extra ...string) *torrentServerProc {
 	t.Helper()
 	p := &torrentServerProc{out: &syncBuffer{}}
-	p.cmd = exec.Command("ip", "netns", "exec", l.hosts[0], goldcast.path, "--data", data, "server",
-		"--http", "10.88.0.1:8080", "--rsync", "")
+	args := append([]string{"netns", "exec", l.hosts[0], goldcast.path, "--data", data, "server",
+		"--http", "10.88.0.1:8080", "--rsync", ""}, extra...)
+	p.cmd = exec.Command("ip", args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		t.Fatal(err)

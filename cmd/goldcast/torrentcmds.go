@@ -153,9 +153,6 @@ peers) as JSON on stdout.`,
 			if o.Target == "" {
 				return errors.New("--target DIR is required")
 			}
-			if o.Staged && o.StageDir == "" {
-				return errors.New("--staged needs --stage-dir DIR (a directory outside the target, on a filesystem with room for the stream)")
-			}
 			if o.RateLimit, err = parseRate(rate); err != nil {
 				return err
 			}
@@ -206,7 +203,9 @@ peers) as JSON on stdout.`,
 	f.StringVar(&rate, "rate-limit", "", "cap download and upload: bytes per second with K/M/G suffixes (50M), or bits (100mbit)")
 	f.StringVar(&o.ListenAddr, "listen", ":0", "peer listen address HOST:PORT (port 0: any free port)")
 	f.StringVar(&o.StageDir, "stage-dir", "", "keep the stream's pieces here (default: a temporary directory, removed at the end)")
-	f.BoolVar(&o.Staged, "staged", false, "download the whole stream into --stage-dir before extracting")
+	f.BoolVar(&o.Staged, "staged", false, "download the whole stream (into --stage-dir, or a temporary directory) before extracting")
+	f.BoolVar(&o.NoWebSeed, "no-web-seed", false, "do not use the server's web seed (its bytes come from its BitTorrent seeder only)")
+	f.Int64Var(&o.Readahead, "readahead", 0, "bytes ahead of the extraction fetched urgently (default: 2 pieces)")
 	f.StringVar(&pubkey, "pubkey", "", "require a valid signature of the manifest by this public key")
 	f.DurationVar(&o.StallAfter, "stall-after", 10*time.Second, "report the fetch as stalled after this long without progress")
 	f.DurationVar(&o.StallTimeout, "stall-timeout", 0, "give up after this long without progress (0: wait for the server or peers as long as it takes)")

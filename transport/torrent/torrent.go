@@ -38,6 +38,9 @@ const (
 	targetPieces   = 512
 )
 
+// ChunkSize is the size of the blocks a goldcast node requests.
+const ChunkSize = 64 << 10
+
 // PieceLength chooses the piece size for a stream of size bytes.
 func PieceLength(size int64) int64 {
 	l := int64(MinPieceLength)
