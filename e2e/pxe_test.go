@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -53,6 +54,9 @@ type pxeBoot struct {
 	// nodeYAML is appended to the node's entry in goldcast.yaml, each line
 	// indented like the entry's keys ("image: golden\ntransport: http").
 	nodeYAML string
+	// serverYAML is the server section of goldcast.yaml, if any
+	// ("server:\n  allow_networks: [...]").
+	serverYAML string
 	// setup fills the data directory (images, scripts) before the server
 	// starts.
 	setup func(t *testing.T, data string)
@@ -108,7 +112,7 @@ func (p *pxeBoot) start(t *testing.T) {
 		t.Fatal(err)
 	}
 	ok(t, "netboot", "initramfs", "--kernel-version", k.Version, "--modules-dir", k.ModulesDir, "-o", filepath.Join(boot, "goldcast-initrd.img"))
-	cfg := fmt.Sprintf("nodes:\n  - name: %s\n    macs: [\"%s\"]\n    ips: [%s.60]\n    boot: install\n", p.node, p.mac, p.net)
+	cfg := p.serverYAML + fmt.Sprintf("nodes:\n  - name: %s\n    macs: [\"%s\"]\n    ips: [%s.60]\n    boot: install\n", p.node, p.mac, p.net)
 	for _, line := range strings.Split(strings.TrimSpace(p.nodeYAML), "\n") {
 		if line != "" {
 			cfg += "    " + line + "\n"
@@ -176,6 +180,10 @@ func (p *pxeBoot) start(t *testing.T) {
 type machine struct {
 	cmd  *exec.Cmd
 	done chan error
+	// keys types into the serial console.
+	keys io.WriteCloser
+	// started is when the machine was powered on.
+	started time.Time
 	// exited is set once done has delivered.
 	exited bool
 	err    error
@@ -193,6 +201,12 @@ func (p *pxeBoot) boot(t *testing.T) *machine {
 	}
 	m := &machine{cmd: exec.Command("ip", args...), done: make(chan error, 1)}
 	m.cmd.Stdout, m.cmd.Stderr = &p.serial, &p.serial
+	keys, err := m.cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.keys = keys
+	m.started = time.Now()
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -209,6 +223,7 @@ func (m *machine) kill() {
 	m.cmd.Process.Kill()
 	m.err = <-m.done
 	m.exited = true
+	m.keys.Close()
 }
 
 // pxeStatus is `goldcast status NODE --json`.
@@ -222,8 +237,11 @@ type pxeStatus struct {
 		Percent float64 `json:"percent"`
 	} `json:"nodes"`
 	Events []struct {
+		Time    time.Time         `json:"time"`
+		Kind    string            `json:"kind"`
 		Stage   string            `json:"stage"`
 		Message string            `json:"message"`
+		Bytes   int64             `json:"bytes"`
 		Fields  map[string]string `json:"fields"`
 	} `json:"events"`
 	raw []byte
