@@ -65,7 +65,7 @@ func (s *Store) AppendNodeEvent(e Event, fn func(st *NodeStatus, found bool) boo
 	if e.Node == "" {
 		return Event{}, fmt.Errorf("append %s event with a node status: node name is empty", e.Kind)
 	}
-	return s.appendEvent(e, func(tx *bolt.Tx) error {
+	return s.appendEventBatched(e, func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucketNodes))
 		var st NodeStatus
 		found, err := getJSON(b, []byte(e.Node), &st)
@@ -87,11 +87,23 @@ func (s *Store) AppendNodeEvent(e Event, fn func(st *NodeStatus, found bool) boo
 // appendEvent stores e, and runs also (when not nil) in the same
 // transaction.
 func (s *Store) appendEvent(e Event, also func(tx *bolt.Tx) error) (Event, error) {
+	return s.appendEventWith(s.update, e, also)
+}
+
+// appendEventBatched is appendEvent in a transaction shared with
+// concurrent callers (one disk sync for all of them; see batch).
+func (s *Store) appendEventBatched(e Event, also func(tx *bolt.Tx) error) (Event, error) {
+	return s.appendEventWith(s.batch, e, also)
+}
+
+// appendEventWith stores e through update, which runs its function in a
+// transaction committed before it returns, possibly more than once.
+func (s *Store) appendEventWith(update func(func(*bolt.Tx) error) error, e Event, also func(tx *bolt.Tx) error) (Event, error) {
 	if e.Time.IsZero() {
 		e.Time = time.Now()
 	}
 	var key, data []byte
-	err := s.update(func(tx *bolt.Tx) error {
+	err := update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucketEvents))
 		seq, err := b.NextSequence()
 		if err != nil {

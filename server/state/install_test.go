@@ -1,6 +1,8 @@
 package state
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +142,53 @@ func TestAppendNodeEvent(t *testing.T) {
 	}
 	if _, err := s.AppendNodeEvent(Event{Kind: "install"}, func(*NodeStatus, bool) bool { return true }); err == nil {
 		t.Error("an event without a node accepted")
+	}
+}
+
+// TestAppendNodeEventConcurrent: reports of many nodes at once (sharing
+// transactions) all land, numbered without gaps, each node's record
+// holding its last report, and a watcher sees every event in order.
+func TestAppendNodeEventConcurrent(t *testing.T) {
+	s, _ := openTemp(t)
+	ch := s.Watch(t.Context(), 0)
+	const nodes, reports = 8, 50
+	var wg sync.WaitGroup
+	errs := make(chan error, nodes)
+	for n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprint("n", n)
+			for i := 1; i <= reports; i++ {
+				pct := float64(i)
+				_, err := s.AppendNodeEvent(Event{Node: name, Kind: "install", Percent: pct}, func(st *NodeStatus, _ bool) bool {
+					st.Percent = max(st.Percent, pct)
+					return true
+				})
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	got := receive(t, ch, nodes*reports, time.Minute, 0)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	checkConsecutive(t, got, 1)
+	all, err := s.NodeStatuses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all) != nodes {
+		t.Fatalf("%d node records, want %d", len(all), nodes)
+	}
+	for _, st := range all {
+		if st.Percent != reports {
+			t.Errorf("%s: percent %v, want %d", st.Node, st.Percent, reports)
+		}
 	}
 }

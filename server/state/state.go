@@ -4,9 +4,10 @@
 // version per image), the last reported status of every node, and an
 // append-only event log that clients can follow live with Watch. Everything
 // lives in one bbolt file inside the server's data directory; values are
-// JSON and every write is its own bbolt Update transaction, which is fsynced
-// before it returns, so nothing a method has acknowledged is lost when the
-// server is killed.
+// JSON and every write is a bbolt transaction that is fsynced before the
+// method returns (AppendNodeEvent, the nodes' progress reports, shares one
+// among concurrent callers), so nothing a method has acknowledged is lost
+// when the server is killed.
 //
 // A Store holds an exclusive lock on its file: a second goldcast server on
 // the same data directory fails in Open instead of corrupting the state.
@@ -131,6 +132,18 @@ func (s *Store) update(fn func(tx *bolt.Tx) error) error {
 		return ErrClosed
 	}
 	return s.db.Update(fn)
+}
+
+// batch runs fn in a read-write transaction that concurrent batch
+// callers may share, committed (and fsynced) before batch returns: many
+// nodes reporting at once cost one disk sync, not one each. fn may run
+// more than once (when a shared transaction fails, each function is
+// retried alone), so it must set everything it returns afresh.
+func (s *Store) batch(fn func(tx *bolt.Tx) error) error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	return s.db.Batch(fn)
 }
 
 // view runs fn in a read-only transaction.
