@@ -75,6 +75,13 @@ func NewProgressReporter(serverURL, node, nodeToken string, hc *http.Client, log
 	return newProgressReporter(serverURL, node, nodeToken, hc, log, ReportInterval)
 }
 
+// NewProgressReporter starts a reporter for node that sends through c's
+// connection settings (its server URL and TLS pinning or CA), with the
+// node's token.
+func (c *Client) NewProgressReporter(node, nodeToken string, log *slog.Logger) *ProgressReporter {
+	return NewProgressReporter(c.base, node, nodeToken, c.http, log)
+}
+
 func newProgressReporter(serverURL, node, nodeToken string, hc *http.Client, log *slog.Logger, interval time.Duration) *ProgressReporter {
 	if hc == nil {
 		hc = &http.Client{Transport: &http.Transport{}} // no proxy lookup, no /etc needed

@@ -2,6 +2,8 @@ package client
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -263,5 +265,37 @@ func TestProgressReporterUnreachable(t *testing.T) {
 	err := r.Close(ctx)
 	if err == nil || !strings.Contains(err.Error(), "not delivered") {
 		t.Errorf("Close with the server away: %v", err)
+	}
+}
+
+// TestClientProgressReporterTLS: a reporter made from a Client pinning a
+// self-signed certificate reaches that server; a plain one is refused by
+// the TLS check and Close says the report was not delivered.
+func TestClientProgressReporterTLS(t *testing.T) {
+	sink := &progressSink{token: "tok"}
+	srv := httptest.NewTLSServer(sink)
+	defer srv.Close()
+	sum := sha256.Sum256(srv.Certificate().Raw)
+	c, err := New(Options{URL: srv.URL, TLSFingerprint: hex.EncodeToString(sum[:])})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	r := c.NewProgressReporter("n7", "tok", nil)
+	r.Report(ctx, stage(api.StageStart, 0))
+	if err := r.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"start/installing/0"}, sink.received()); diff != "" {
+		t.Errorf("received (-want +got):\n%s", diff)
+	}
+
+	plain := NewProgressReporter(srv.URL, "n7", "tok", nil, nil)
+	plain.Report(ctx, stage(api.StageStart, 0))
+	short, cancel2 := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel2()
+	if err := plain.Close(short); err == nil || !strings.Contains(err.Error(), "not delivered") {
+		t.Errorf("unpinned reporter against a self-signed server: %v", err)
 	}
 }
