@@ -226,7 +226,7 @@ event per line and the final report as JSON.`,
 	f.BoolVar(&cfg.Adaptive, "adaptive", false, "lower the rate on widespread loss, raise it again when loss clears")
 	f.StringVar(&minBitrate, "min-bitrate", "", "floor for --adaptive (default max/20)")
 	f.StringVar(&fec, "fec", "auto", "parity packets sent ahead with each group: auto (from reported loss) or a number")
-	f.IntVar(&cfg.BlockSize, "block-size", multicast.DefaultBlockSize, "data bytes per packet")
+	f.IntVar(&cfg.BlockSize, "block-size", 0, "data bytes per packet (default: the most one frame of the interface's MTU holds, 1440 for 1500)")
 	f.IntVar(&cfg.GroupSize, "group-size", multicast.DefaultGroupSize, "data packets per FEC group (at most 128)")
 	f.StringVar(&cfg.DataGroup, "data-group", "", "multicast group for the data (default: random in 239.255.72.0/24)")
 	f.IntVar(&cfg.DataPort, "data-port", multicast.DefaultDataPort, "UDP port for the data")
@@ -335,7 +335,7 @@ script can fall back itself.`,
 			if jsonOut {
 				return a.printJSON(res)
 			}
-			how := fmt.Sprintf("by multicast (%d packets, %d groups rebuilt from parity)", res.Packets, res.Rebuilt)
+			how := fmt.Sprintf("by multicast (%d packets, %d groups rebuilt from parity, %d stray packets ignored)", res.Packets, res.Rebuilt, res.Stray)
 			if res.FellBack {
 				how = "by HTTP after eviction: " + res.Evicted
 			}

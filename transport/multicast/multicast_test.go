@@ -124,6 +124,19 @@ func TestParityIsPrefixStable(t *testing.T) {
 	}
 }
 
+func TestBlockSizeForMTU(t *testing.T) {
+	got := []int{BlockSizeForMTU(1500), BlockSizeForMTU(9000), BlockSizeForMTU(65536), BlockSizeForMTU(0)}
+	want := []int{DefaultBlockSize, 8936, 8936, DefaultBlockSize}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("block sizes (-want +got):\n%s", diff)
+	}
+	for _, b := range got {
+		if n := b + headerLen + dataHeaderLen + trailerLen + 28; n > 9000 {
+			t.Errorf("block %d makes a %d-byte IP packet", b, n)
+		}
+	}
+}
+
 func TestLayout(t *testing.T) {
 	l, err := newLayout(10*100+1, 100, 4) // 11 blocks, 3 groups (4, 4, 3)
 	if err != nil {

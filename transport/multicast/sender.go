@@ -27,6 +27,17 @@ const (
 	DefaultStatusInterval = 100 * time.Millisecond
 )
 
+// BlockSizeForMTU is the largest block (a multiple of 8) whose data
+// packet fits one frame of the given MTU, so nothing is fragmented:
+// DefaultBlockSize for Ethernet's 1500, about 8.9 KB for jumbo frames.
+func BlockSizeForMTU(mtu int) int {
+	if mtu <= 0 || mtu > MaxPacket {
+		mtu = min(max(mtu, 1500), MaxPacket)
+	}
+	b := (mtu - 20 - 8 - headerLen - dataHeaderLen - trailerLen) &^ 7
+	return max(b, 256)
+}
+
 // SenderConfig describes one multicast session.
 type SenderConfig struct {
 	// Interface is the network interface to send on (required).
@@ -47,7 +58,8 @@ type SenderConfig struct {
 	MaxBitrate int64
 	Adaptive   bool
 	MinBitrate int64
-	// BlockSize is the data bytes per packet (DefaultBlockSize); GroupSize
+	// BlockSize is the data bytes per packet (default: the most that fits
+	// the interface's MTU, see BlockSizeForMTU); GroupSize
 	// the data blocks per FEC group (DefaultGroupSize, at most 128).
 	BlockSize int
 	GroupSize int
@@ -236,7 +248,6 @@ func newSender(cfg SenderConfig) (*sender, error) {
 			*v = d
 		}
 	}
-	def(&cfg.BlockSize, DefaultBlockSize)
 	def(&cfg.GroupSize, DefaultGroupSize)
 	def(&cfg.DataPort, DefaultDataPort)
 	def(&cfg.TTL, 1)
@@ -257,6 +268,13 @@ func newSender(cfg SenderConfig) (*sender, error) {
 	}
 	if cfg.ReceiverTimeout == 0 {
 		cfg.ReceiverTimeout = 3 * time.Second
+	}
+	if cfg.BlockSize == 0 {
+		ifi, err := net.InterfaceByName(cfg.Interface)
+		if err != nil {
+			return nil, fmt.Errorf("multicast interface %q: %w", cfg.Interface, err)
+		}
+		cfg.BlockSize = BlockSizeForMTU(ifi.MTU)
 	}
 	if cfg.BlockSize+headerLen+dataHeaderLen+trailerLen > MaxPacket {
 		return nil, fmt.Errorf("multicast send: block size %d too large", cfg.BlockSize)
@@ -509,7 +527,9 @@ func (s *sender) handle(m incoming, now time.Time) {
 		if name == "" {
 			name = m.from.Addr().String()
 		}
-		r = &rx{id: st.receiver, name: name, addr: m.from, joined: now, lastMove: now}
+		// Loss is measured from here on: a late joiner did not lose what
+		// was sent before it came.
+		r = &rx{id: st.receiver, name: name, addr: m.from, joined: now, lastMove: now, evalSent: s.sent, evalRecv: int64(st.received)}
 		s.rxs[st.receiver] = r
 		s.order = append(s.order, st.receiver)
 		if st.digest != s.ann.digest {
@@ -541,11 +561,13 @@ func (s *sender) handle(m incoming, now time.Time) {
 		r.evalRecv = int64(st.received)
 		r.evalSent = s.sent
 	}
-	r.st = st
-	r.sentAtStatus = s.sent
-	if st.delivered != r.lastDelivered {
+	// Progress is extracting or receiving: a late joiner collecting
+	// ahead of its next group is not stalled.
+	if st.delivered != r.lastDelivered || st.received != r.st.received {
 		r.lastDelivered, r.lastMove = st.delivered, now
 	}
+	r.st = st
+	r.sentAtStatus = s.sent
 	switch st.state {
 	case rxDone:
 		if r.state == "" {
