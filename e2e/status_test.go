@@ -248,3 +248,78 @@ func TestStatusWatchInstall(t *testing.T) {
 func regexpLine(s, pattern string) bool {
 	return regexp.MustCompile(`(?m)` + pattern).MatchString(s)
 }
+
+// TestStatusHealthTimeoutFlag runs `goldcast server --health-timeout`:
+// a node that reports installed and then nothing is marked unhealthy,
+// which `status --watch --until unhealthy` sees; one that reports its
+// first boot in time is healthy.
+func TestStatusHealthTimeoutFlag(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	os.MkdirAll(data, 0o755)
+	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte("nodes:\n  - name: quiet\n    boot: install\n  - name: fine\n    boot: install\n"), 0o644)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	srv := exec.CommandContext(ctx, goldcast.path, "server", "--data", data, "--http", "127.0.0.1:0", "--rsync", "", "--health-timeout", "1s")
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		srv.Process.Signal(os.Interrupt)
+		srv.Wait()
+	})
+	urlCh := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			if u, found := strings.CutPrefix(strings.TrimSpace(sc.Text()), "API:"); found {
+				urlCh <- strings.TrimSpace(u)
+			}
+		}
+	}()
+	var url string
+	select {
+	case url = <-urlCh:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the server printed no API address")
+	}
+	tokenFile := filepath.Join(data, "admin.token")
+	for _, node := range []string{"quiet", "fine"} {
+		tok, err := server.IssueNodeToken(data, node)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep := client.NewProgressReporter(url, node, tok, nil, nil)
+		rep.Report(ctx, api.Progress{Stage: api.StageDone, State: api.StateInstalled, Image: "web", Version: 1})
+		cctx, ccancel := context.WithTimeout(ctx, 30*time.Second)
+		if err := rep.Close(cctx); err != nil {
+			t.Fatal(err)
+		}
+		ccancel()
+		if node == "fine" {
+			c, err := client.New(client.Options{URL: url, NodeToken: tok})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := postHealth(ctx, c, node); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w := startWatch(t, "status", "quiet", "--server", url, "--token-file", tokenFile, "--watch", "--until", "unhealthy,healthy")
+	if code, out := w.wait(t); code != 0 || !strings.Contains(out, "unhealthy") {
+		t.Errorf("watch quiet --until unhealthy: exit %d\n%s", code, out)
+	}
+	r := ok(t, "status", "--server", url, "--token-file", tokenFile)
+	if !regexpLine(r.stdout, `^fine\s+healthy\s`) || !regexpLine(r.stdout, `^quiet\s+unhealthy\s`) {
+		t.Errorf("status after the health timeout:\n%s", r.stdout)
+	}
+}
+
+// postHealth sends node's first-boot report.
+func postHealth(ctx context.Context, c *client.Client, node string) error {
+	return c.ReportHealth(ctx, node, api.HealthReport{Hostname: node, BootID: "b-" + node, Kernel: "6.1.0", Image: "web", Version: 1})
+}
