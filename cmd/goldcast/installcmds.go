@@ -77,7 +77,11 @@ line (goldcast.server, goldcast.node, goldcast.token), then the plan.`,
 // runInstall runs an install with a progress reporter and then its post
 // action.
 func runInstall(ctx context.Context, cfg install.Config, noPost bool, logf func(string, ...any)) error {
-	rep := client.NewProgressReporter(cfg.Server, cfg.Node, cfg.Token, nil, cfg.Log)
+	c, err := client.New(client.Options{URL: cfg.Server, NodeToken: cfg.Token, TLSFingerprint: cfg.TLSFingerprint})
+	if err != nil {
+		return err
+	}
+	rep := c.NewProgressReporter(cfg.Node, cfg.Token, cfg.Log)
 	cfg.Reporter = rep
 	if cfg.BootID == "" {
 		if b, err := os.ReadFile("/proc/sys/kernel/random/boot_id"); err == nil {
