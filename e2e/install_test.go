@@ -62,13 +62,15 @@ func importGolden(t *testing.T, data string) {
 	// An override puts GRUB and the kernel on the serial console (QEMU
 	// runs with -nographic), so the installed system's boot is in the
 	// test's log; nodes name it in their overrides.
-	grub := filepath.Join(data, "overrides", "serial-console", "etc", "default")
+	ov := t.TempDir()
+	grub := filepath.Join(ov, "etc", "default")
 	if err := os.MkdirAll(grub, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(grub, "grub"), []byte(serialGRUB), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	ok(t, "--data", data, "override", "create", "serial-console", "--from", ov)
 }
 
 // serialGRUB is /etc/default/grub for a machine whose console is its
