@@ -81,6 +81,11 @@ func (h *bootHandler) script(w http.ResponseWriter, r *http.Request) {
 	if !known && unknown == "register" {
 		node, known = config.Node{Name: DiscoveredName(mac), Boot: config.Boot(ipxe.Register)}, true
 	}
+	if known && node.Boot == config.BootInstall && LocalBootRecorded(h.state, node.Name) {
+		// Installed, but declared by a range entry the server could not
+		// flip alone: the state remembers the local boot.
+		node.Boot = config.BootLocal
+	}
 	if known {
 		s.Node, s.Action, s.KernelArgs = node.Name, ipxe.Action(node.Boot), node.KernelArgs
 		s.KernelURL, s.InitrdURL = base+"/boot/files/"+BootKernel, base+"/boot/files/"+BootInitrd
@@ -209,5 +214,33 @@ func (h *bootHandler) register(rep api.BootReport) error {
 func (h *bootHandler) event(node, stage, msg string, fields map[string]string) {
 	if _, err := h.state.AppendEvent(state.Event{Node: node, Kind: "boot", Stage: stage, Message: msg, Fields: fields}); err != nil {
 		h.log.Warn("record boot event", "node", node, "err", err)
+	}
+}
+
+// forgetLocalBoots clears the local boot the state records for installed
+// nodes of range entries (see installService.bootLocal) whose boot action
+// goldcast.yaml changed: setting the entry to local and back to install
+// reinstalls them.
+func forgetLocalBoots(db *state.Store, old, cur *config.Config, log *slog.Logger) {
+	if old == nil {
+		return
+	}
+	was := map[string]config.Boot{}
+	for _, n := range old.ExpandedNodes() {
+		was[n.Name] = n.Boot
+	}
+	for _, n := range cur.ExpandedNodes() {
+		if b, ok := was[n.Name]; !ok || b == n.Boot {
+			continue
+		}
+		if _, err := db.UpdateNodeStatus(n.Name, func(st *state.NodeStatus, found bool) bool {
+			if !found || !st.LocalBoot {
+				return false
+			}
+			st.LocalBoot = false
+			return true
+		}); err != nil {
+			log.Warn("clear the recorded local boot", "node", n.Name, "err", err)
+		}
 	}
 }

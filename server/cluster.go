@@ -26,8 +26,9 @@ type cluster struct {
 	current  atomic.Pointer[config.Config]
 	// stamp identifies the file version loaded (size, mtime, inode).
 	stamp atomic.Value
-	// onReload is told of every configuration that replaced the last.
-	onReload func(*config.Config)
+	// onReload is told of every configuration that replaced the last,
+	// with the one it replaced.
+	onReload func(old, new *config.Config)
 	// editMu serializes the server's own edits of the file.
 	editMu sync.Mutex
 }
@@ -89,10 +90,10 @@ func (c *cluster) Reload() error {
 		c.log.Error("configuration not reloaded: the file is invalid; the running configuration stays", "file", c.path, "err", err)
 		return err
 	}
-	c.current.Store(conf)
+	old := c.current.Swap(conf)
 	c.log.Info("configuration reloaded", "file", c.path, "nodes", len(conf.ExpandedNodes()), "groups", len(conf.Groups))
 	if c.onReload != nil {
-		c.onReload(conf)
+		c.onReload(old, conf)
 	}
 	return nil
 }

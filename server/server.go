@@ -131,10 +131,11 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	auth := &authenticator{token: token}
 	auth.networks.Store(&networks)
-	cluster.onReload = func(c *config.Config) {
+	cluster.onReload = func(old, c *config.Config) {
 		if n, err := readNetworks(c, log); err == nil {
 			auth.networks.Store(&n)
 		}
+		forgetLocalBoots(db, old, c, log)
 	}
 	m := newMetrics(st)
 
