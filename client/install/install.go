@@ -33,11 +33,16 @@ import (
 	"github.com/goldcast/goldcast/client/disklayout"
 	"github.com/goldcast/goldcast/client/disks"
 	"github.com/goldcast/goldcast/images/stream"
+	"github.com/goldcast/goldcast/transport/multicast"
 )
 
 // DefaultTarget is where the node's filesystems are mounted during the
 // install.
 const DefaultTarget = "/target"
+
+// transportMulticast is the node transport that receives the image in a
+// multicast session.
+const transportMulticast = "multicast"
 
 // progressEvery is the longest time between two progress reports during
 // the transfer.
@@ -71,6 +76,9 @@ type Config struct {
 	Self string
 	// BootID is this boot's kernel boot ID, sent with every report.
 	BootID string
+	// Interface is the network interface the machine booted from: the
+	// multicast transport listens on it.
+	Interface string
 }
 
 // Result is a finished install, ready for Finish.
@@ -348,8 +356,7 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 	}()
 	defer func() { tick.Stop(); close(stop); wg.Wait() }()
 
-	switch transport {
-	case "", client.TransportHTTP:
+	httpStream := func(ctx context.Context) error {
 		body, err := in.c.Stream(ctx, "/nodes/"+in.plan.Node)
 		if err != nil {
 			return err
@@ -364,13 +371,49 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		if res.Digest != info.ManifestDigest {
 			return fmt.Errorf("received tree has manifest digest %s, the plan says %s", res.Digest, info.ManifestDigest)
 		}
+		return nil
+	}
+	switch transport {
+	case "", client.TransportHTTP:
+		if err := httpStream(ctx); err != nil {
+			return err
+		}
+	case transportMulticast:
+		// The image version comes by multicast (a session the admin
+		// starts with goldcast multicast send); the node's overrides
+		// then come by an update pass. An evicted receiver falls back to
+		// the HTTP stream of the node's tree.
+		if in.cfg.Interface == "" {
+			return errors.New("the multicast transport needs the boot interface (Config.Interface)")
+		}
+		fellBack := false
+		_, err := multicast.Receive(ctx, multicast.ReceiverConfig{
+			Interface: in.cfg.Interface, Target: in.target, Name: in.plan.Node,
+			Image: in.plan.Image, Version: in.plan.Version, Digest: in.plan.ImageDigest,
+			Extract: stream.ExtractOptions{MountedTarget: true, Progress: progress, Logger: in.log},
+			Fallback: func(ctx context.Context, image string, version int, reason string) error {
+				in.log.Warn("multicast session left; fetching over HTTP", "reason", reason)
+				fellBack = true
+				return httpStream(ctx)
+			},
+			Log: in.log,
+		})
+		if err != nil {
+			return fmt.Errorf("receive %s@%d by multicast: %w", in.plan.Image, in.plan.Version, err)
+		}
+		if !fellBack && in.plan.PlanDigest != "" {
+			if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
+				NoRecord: true, Log: in.log}); err != nil {
+				return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
+			}
+		}
 	case client.TransportRsync:
 		if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
 			NoRecord: true, Log: in.log, Progress: progress}); err != nil {
 			return fmt.Errorf("receive the tree of node %s by rsync: %w", in.plan.Node, err)
 		}
 	default:
-		return fmt.Errorf("transport %q is not one install can use yet (http, rsync)", transport)
+		return fmt.Errorf("transport %q is not one install can use (http, rsync, multicast)", transport)
 	}
 	p := snapshot()
 	p.Percent, p.Bytes, p.ETASeconds = 100, total, 0

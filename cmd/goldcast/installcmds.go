@@ -69,7 +69,8 @@ line (goldcast.server, goldcast.node, goldcast.token), then the plan.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the node's token (required)")
 	f.StringVar(&cfg.TLSFingerprint, "tls-fingerprint", "", "pin the server certificate's sha256")
 	f.StringVar(&cfg.Target, "target", install.DefaultTarget, "where the new filesystems are mounted during the install")
-	f.StringVar(&cfg.Transport, "transport", "", "override the node's transport: http or rsync")
+	f.StringVar(&cfg.Transport, "transport", "", "override the node's transport: http, rsync or multicast")
+	f.StringVar(&cfg.Interface, "interface", "", "network interface the multicast transport listens on")
 	f.BoolVar(&noPost, "no-post-action", false, "skip the post action: leave the new system mounted and the machine running")
 	return cmd
 }
@@ -109,7 +110,7 @@ func runInstall(ctx context.Context, cfg install.Config, noPost bool, logf func(
 func initramfsHooks() initramfs.Hooks {
 	return initramfs.Hooks{Install: func(ctx context.Context, b initramfs.Boot, logf func(string, ...any)) error {
 		log := slog.New(slog.NewTextHandler(b.Console, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		return runInstall(ctx, install.Config{Server: b.Server, Node: b.Node, Token: b.Token, BootID: b.BootID, Log: log}, false, logf)
+		return runInstall(ctx, install.Config{Server: b.Server, Node: b.Node, Token: b.Token, BootID: b.BootID, Interface: b.Interface, Log: log}, false, logf)
 	}}
 }
 

@@ -247,7 +247,7 @@ func runInit(ctx context.Context, l *consoleLog, args []string, hooks Hooks) err
 			l.printf("goldcast.action=install: this goldcast has no installer; powering off")
 			break
 		}
-		err := hooks.Install(ctx, Boot{Server: cfg.Server, Node: cfg.Node, Token: cfg.Token, BootID: rep.BootID, Console: l.w}, l.printf)
+		err := hooks.Install(ctx, Boot{Server: cfg.Server, Node: cfg.Node, Token: cfg.Token, BootID: rep.BootID, Interface: iface.Name, Console: l.w}, l.printf)
 		if err != nil {
 			// As SystemImager did: a failed install leaves the machine in
 			// a shell for the admin; the server has the error and log.
@@ -283,6 +283,8 @@ type Boot struct {
 	Server, Node, Token string
 	// BootID is this boot's kernel boot ID.
 	BootID string
+	// Interface is the network interface the machine booted from.
+	Interface string
 	// Console receives the installer's log, beside the server's events.
 	Console io.Writer
 }
