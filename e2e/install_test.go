@@ -275,21 +275,7 @@ func TestInstallFailingScript(t *testing.T) {
 		t.Skip("busybox is not installed")
 	}
 	setup := func(t *testing.T, data string) {
-		tree := filepath.Join(t.TempDir(), "tiny")
-		for _, d := range []string{"bin", "etc", "tmp"} {
-			os.MkdirAll(filepath.Join(tree, d), 0o755)
-		}
-		sh, err := os.ReadFile(busybox)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.WriteFile(filepath.Join(tree, "bin", "sh"), sh, 0o755)
-		os.WriteFile(filepath.Join(tree, "etc", "motd"), []byte("tiny\n"), 0o644)
-		layout := filepath.Join(t.TempDir(), "layout.json")
-		os.WriteFile(layout, []byte(`{"version":1,"root":"/","disks":[{"name":"vda","path":"/dev/vda","size_bytes":268435456,"sector_size":512,"table":"dos",
-		  "partitions":[{"number":1,"path":"/dev/vda1","start_bytes":1048576,"size_bytes":267386880,"type":"83","flags":["boot"],"grow":true}]}],
-		  "filesystems":[{"device":"/dev/vda1","type":"ext4","mountpoint":"/","uuid":"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"}]}`), 0o644)
-		ok(t, "--data", data, "image", "import", tree, "--image", "golden", "--disk-layout", layout)
+		importTiny(t, data, busybox)
 		dir := filepath.Join(data, "scripts", "post-install")
 		os.MkdirAll(dir, 0o755)
 		os.WriteFile(filepath.Join(dir, "50all.fail"), []byte("#!/bin/sh\necho \"custom post-install trouble on $GOLDCAST_NODE\"\nexit 1\n"), 0o755)
@@ -313,5 +299,150 @@ func TestInstallFailingScript(t *testing.T) {
 	}
 	if !strings.Contains(p.serial.String(), "install failed") {
 		t.Errorf("the console does not say the install failed")
+	}
+}
+
+// importTiny stores a tiny tree (busybox as /bin/sh, a motd) as image
+// "golden", with a dos layout of one ext4 root filesystem.
+func importTiny(t *testing.T, data, busybox string) {
+	t.Helper()
+	tree := filepath.Join(t.TempDir(), "tiny")
+	for _, d := range []string{"bin", "etc", "tmp"} {
+		os.MkdirAll(filepath.Join(tree, d), 0o755)
+	}
+	sh, err := os.ReadFile(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(tree, "bin", "sh"), sh, 0o755)
+	os.WriteFile(filepath.Join(tree, "etc", "motd"), []byte("tiny\n"), 0o644)
+	layout := filepath.Join(t.TempDir(), "layout.json")
+	os.WriteFile(layout, []byte(`{"version":1,"root":"/","disks":[{"name":"vda","path":"/dev/vda","size_bytes":268435456,"sector_size":512,"table":"dos",
+	  "partitions":[{"number":1,"path":"/dev/vda1","start_bytes":1048576,"size_bytes":267386880,"type":"83","flags":["boot"],"grow":true}]}],
+	  "filesystems":[{"device":"/dev/vda1","type":"ext4","mountpoint":"/","uuid":"0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9"}]}`), 0o644)
+	ok(t, "--data", data, "image", "import", tree, "--image", "golden", "--disk-layout", layout)
+}
+
+// TestInstallByHand runs goldcast install as an admin would from a
+// rescue shell, onto a loop disk, against a server on loopback: a
+// pre-install script sees the node's variables, the disk is partitioned
+// and filled, the node is installed and flipped to local boot, a second
+// install goes over its own disk, a disk with foreign data is refused
+// untouched, and goldcast firstboot then reports the node healthy and
+// removes itself.
+func TestInstallByHand(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root (loop devices, mounts)")
+	}
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		t.Skip("busybox is not installed")
+	}
+	for _, tool := range []string{"losetup", "sfdisk", "partx", "mkfs.ext4", "blkid", "wipefs"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s is not installed", tool)
+		}
+	}
+	img := sparseFile(t, "disk.img", 512<<20)
+	out, err := exec.Command("losetup", "--find", "--show", img).Output()
+	if err != nil {
+		t.Fatalf("losetup: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("partx", "-d", loop).Run(); exec.Command("losetup", "-d", loop).Run() })
+
+	data := filepath.Join(t.TempDir(), "data")
+	importTiny(t, data, busybox)
+	pre := filepath.Join(data, "scripts", "pre-install")
+	os.MkdirAll(pre, 0o755)
+	os.WriteFile(filepath.Join(pre, "10all.note"), []byte("#!/bin/sh\necho \"pre-install for $GOLDCAST_NODE rack=$GOLDCAST_VAR_RACK disk=$GOLDCAST_DISK\" > \"$GOLDCAST_TARGET.pre.out\"\n"), 0o755)
+	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte("nodes:\n  - name: hand01 # by hand\n    image: golden\n    transport: http\n    boot: install\n    vars: {rack: r7}\n    install: {disk: "+loop+"}\n"), 0o644)
+	s := startServerConfigured(t, data, 0, nil)
+	tokFile := filepath.Join(t.TempDir(), "hand01.token")
+	ok(t, "--data", data, "node", "token", "hand01", "--out", tokFile)
+
+	target := filepath.Join(t.TempDir(), "target")
+	install := func() result {
+		cmd := exec.Command(goldcast.path, "install", "--server", s.url, "--node", "hand01", "--token-file", tokFile, "--no-post-action", "--target", target)
+		preOut := target + ".pre.out"
+		os.Remove(preOut)
+		var o, e bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &o, &e
+		err := cmd.Run()
+		r := result{stdout: o.String(), stderr: e.String()}
+		if ee, isExit := err.(*exec.ExitError); isExit {
+			r.code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if r.code == 0 {
+			// The target stays mounted (--no-post-action): look, then
+			// unmount for the next round.
+			if got, _ := os.ReadFile(preOut); !strings.Contains(string(got), "pre-install for hand01 rack=r7 disk=") {
+				t.Errorf("pre-install script output %q", got)
+			}
+			for _, f := range []string{"etc/motd", "bin/sh", "etc/fstab", "etc/goldcast/installed.json", "etc/goldcast/node.token",
+				"usr/local/lib/goldcast/goldcast", "etc/systemd/system/goldcast-firstboot.service"} {
+				if _, err := os.Stat(filepath.Join(target, f)); err != nil {
+					t.Errorf("installed tree lacks %s: %v", f, err)
+				}
+			}
+			if fstab, _ := os.ReadFile(filepath.Join(target, "etc/fstab")); !strings.Contains(string(fstab), "UUID=0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9") {
+				t.Errorf("fstab:\n%s", fstab)
+			}
+		}
+		return r
+	}
+	unmount := func() { exec.Command("umount", "-R", target).Run() }
+
+	if r := install(); r.code != 0 {
+		t.Fatalf("install: exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	// The installed system's first boot, simulated: goldcast firstboot
+	// on the installed root (its token and record are there).
+	ok(t, "firstboot", "--root", target, "--timeout", "30s")
+	for _, f := range []string{"etc/goldcast/node.token", "usr/local/lib/goldcast/goldcast", "etc/systemd/system/goldcast-firstboot.service",
+		"etc/systemd/system/multi-user.target.wants/goldcast-firstboot.service"} {
+		if _, err := os.Lstat(filepath.Join(target, f)); err == nil {
+			t.Errorf("firstboot left %s behind", f)
+		}
+	}
+	unmount()
+	st := ok(t, "status", "hand01", "--server", s.url, "--token-file", s.tokenFile, "--json")
+	if !strings.Contains(st.stdout, `"state": "healthy"`) {
+		t.Errorf("status after firstboot:\n%s", st.stdout)
+	}
+	if r := ok(t, "--data", data, "node", "show", "hand01", "--json"); !strings.Contains(r.stdout, `"local"`) {
+		t.Errorf("node not flipped to local:\n%s", r.stdout)
+	}
+	if y, _ := os.ReadFile(filepath.Join(data, "goldcast.yaml")); !strings.Contains(string(y), "# by hand") {
+		t.Errorf("the flip lost a comment:\n%s", y)
+	}
+
+	// A second install goes over the node's own disk without wipe.
+	if r := install(); r.code != 0 {
+		t.Fatalf("reinstall over the node's own disk: exit %d\n%s", r.code, r.stderr)
+	}
+	unmount()
+
+	// A disk with someone else's data is refused, untouched.
+	exec.Command("partx", "-d", loop).Run()
+	if out, err := exec.Command("wipefs", "-a", loop).CombinedOutput(); err != nil {
+		t.Fatalf("wipefs: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "precious", loop).CombinedOutput(); err != nil {
+		t.Fatalf("mkfs: %v\n%s", err, out)
+	}
+	before, _ := os.ReadFile(img)
+	r := install()
+	if r.code == 0 || !strings.Contains(r.stderr, "disk holds data") {
+		t.Errorf("install onto a foreign filesystem: exit %d\n%s", r.code, r.stderr)
+	}
+	if after, _ := os.ReadFile(img); !bytes.Equal(before[:1<<20], after[:1<<20]) || !bytes.Equal(before[len(before)-(1<<20):], after[len(after)-(1<<20):]) {
+		t.Error("the refused install changed the disk")
+	}
+	st = ok(t, "status", "hand01", "--server", s.url, "--token-file", s.tokenFile, "--json")
+	if !strings.Contains(st.stdout, `"state": "failed"`) || !strings.Contains(st.stdout, "disk holds data") {
+		t.Errorf("status after the refusal:\n%s", st.stdout)
 	}
 }
