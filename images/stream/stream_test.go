@@ -7,6 +7,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -532,5 +533,32 @@ func oracleTree(t *testing.T, src, dst string, skip ...string) {
 	}
 	if len(bytes.TrimSpace(out)) > 0 {
 		t.Errorf("trees differ:\n%s", out)
+	}
+}
+
+// brokenPipe is a writer whose reader goes away after limit bytes.
+type brokenPipe struct{ limit int }
+
+var errReaderGone = errors.New("reader went away")
+
+func (b *brokenPipe) Write(p []byte) (int, error) {
+	if len(p) > b.limit {
+		n := b.limit
+		b.limit = 0
+		return n, errReaderGone
+	}
+	b.limit -= len(p)
+	return len(p), nil
+}
+
+// TestWriteToAVanishedReader: a stream whose reader goes away mid-file
+// fails with the writer's error, not as a file changed on disk.
+func TestWriteToAVanishedReader(t *testing.T) {
+	root := smallTree(t) // files of ~200 KB
+	m := scanned(t, root)
+	err := Write(context.Background(), &brokenPipe{limit: 300_000}, m, Meta{Manifest: m.Bytes()},
+		func(e *manifest.Entry) (io.ReadCloser, error) { return os.Open(filepath.Join(root, e.Path)) }, WriteOptions{})
+	if !errors.Is(err, errReaderGone) || strings.Contains(fmt.Sprint(err), "changed since") {
+		t.Fatalf("error %v; want the writer's error", err)
 	}
 }

@@ -281,11 +281,13 @@ func writeEntry(tw *tar.Writer, e *manifest.Entry, contents <-chan content) erro
 		k, err = tw.Write(c.data)
 		n = int64(k)
 	}
+	// A failed write (the reader went away) is that, not a changed
+	// file: only a short read or an overlong file is the content's fault.
+	if err != nil && !errors.Is(err, tar.ErrWriteTooLong) {
+		return fmt.Errorf("stream entry %q: %w", e.Path, err)
+	}
 	if n != e.Size || errors.Is(err, tar.ErrWriteTooLong) {
 		return fmt.Errorf("stream entry %q: content is not the %d bytes the manifest says (changed since it was recorded)", e.Path, e.Size)
-	}
-	if err != nil {
-		return fmt.Errorf("stream entry %q: %w", e.Path, err)
 	}
 	return nil
 }
