@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -171,6 +171,24 @@ func (a *applier) step(s string) {
 func (a *applier) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
 	a.log.Debug("disks: run", "cmd", name, "args", args)
 	return run(ctx, env, nil, name, args...)
+}
+
+// runBusy is run for commands that open a device exclusively: a device
+// just unmounted (or probed by someone else) can stay busy for a moment,
+// so "Device or resource busy" is retried for up to two seconds.
+func (a *applier) runBusy(ctx context.Context, name string, args ...string) (string, error) {
+	for try := 0; ; try++ {
+		out, err := a.run(ctx, nil, name, args...)
+		if err == nil || try >= 10 || !strings.Contains(err.Error(), "Device or resource busy") {
+			return out, err
+		}
+		a.log.Debug("disks: device busy; retrying", "cmd", name, "args", args)
+		select {
+		case <-ctx.Done():
+			return out, err
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // neededTools lists the tools plan and o need, each with what needs it.
@@ -472,11 +490,11 @@ func (a *applier) partition(ctx context.Context, d DiskPlan) error {
 		return err
 	}
 	for _, p := range old {
-		if _, err := a.run(ctx, nil, "wipefs", "--all", "--quiet", "/dev/"+p); err != nil {
+		if _, err := a.runBusy(ctx, "wipefs", "--all", "--quiet", "/dev/"+p); err != nil {
 			return fmt.Errorf("wipe %s: %w", d.Path, err)
 		}
 	}
-	if _, err := a.run(ctx, nil, "wipefs", "--all", "--quiet", d.Path); err != nil {
+	if _, err := a.runBusy(ctx, "wipefs", "--all", "--quiet", d.Path); err != nil {
 		return fmt.Errorf("wipe %s: %w", d.Path, err)
 	}
 	if d.Table == "" {
@@ -512,7 +530,7 @@ func (a *applier) partition(ctx context.Context, d DiskPlan) error {
 		if p.Extended {
 			continue
 		}
-		if _, err := a.run(ctx, nil, "wipefs", "--all", "--quiet", p.Path); err != nil {
+		if _, err := a.runBusy(ctx, "wipefs", "--all", "--quiet", p.Path); err != nil {
 			return fmt.Errorf("wipe new partition %s: %w", p.Path, err)
 		}
 	}

@@ -7,26 +7,13 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
-// lookTool finds a tool on $PATH or in the sbin directories, where disk
-// tools live and which a trimmed $PATH (an initramfs, a non-login shell)
-// often lacks.
-func lookTool(name string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		cand := filepath.Join(d, name)
-		if st, serr := os.Stat(cand); serr == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return cand, nil
-		}
-	}
-	return "", fmt.Errorf("%s is not installed: %w", name, err)
-}
+// lookTool finds a program (see tool.Look).
+func lookTool(name string) (string, error) { return tool.Look(name) }
 
 // maxQuoted is how much of a failed command's output an error quotes.
 const maxQuoted = 4000

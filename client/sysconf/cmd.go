@@ -4,33 +4,21 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
 // outputTailLines is how much of a failed command's output an error
 // quotes.
 const outputTailLines = 30
 
-// lookTool finds a command on $PATH or, since root's tools live there and
-// $PATH is often trimmed, in the sbin directories.
-func lookTool(name string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		cand := filepath.Join(d, name)
-		if st, serr := os.Stat(cand); serr == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return cand, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found: %w", name, err)
-}
+// lookTool finds a program (see tool.Look).
+func lookTool(name string) (string, error) { return tool.Look(name) }
 
 // toolEnv is the environment of the commands Configure runs: the C
 // locale, a $PATH that reaches the sbin directories (of the host and, in
