@@ -213,8 +213,9 @@ func TestTorrentFileTrackerWebSeed(t *testing.T) {
 // stream into the swarm: the fetch detects its pieces by their hashes,
 // bans it, gets them again from the server, and the result verifies.
 func TestTorrentBadPeer(t *testing.T) {
-	// The server sends slowly, so the bad peer is sure to be asked.
-	s := startTorrentServer(t, TorrentConfig{UploadRate: 2 << 20})
+	// The server serves by web seed only (two requests at a time), so
+	// the bad peer is sure to be asked for pieces.
+	s := startTorrentServer(t, TorrentConfig{PeerAddr: "off"})
 	resp, body := s.get(t, "/api/v1/images/web/torrent", nil)
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET torrent: %s: %s", resp.Status, body)
@@ -262,7 +263,8 @@ func TestTorrentBadPeer(t *testing.T) {
 
 	target := filepath.Join(t.TempDir(), "root")
 	res, err := torrent.Fetch(context.Background(), torrent.FetchConfig{
-		ServerURL: s.url, Ref: "web", Target: target, ListenAddr: "127.0.0.3:0", NoWebSeed: true,
+		ServerURL: s.url, Ref: "web", Target: target, ListenAddr: "127.0.0.3:0",
+		StallAfter: 3 * time.Second, StallTimeout: 60 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -130,7 +130,8 @@ version), and extracts the stream into DIR while it arrives: the stream
 is read in order with readahead while the other pieces download for the
 peers meanwhile. The manifest must match the digest the server announced
 (and, with --pubkey, carry a valid signature); every file is hashed as it
-lands. --staged downloads the whole stream into --stage-dir first.
+lands. --staged downloads the whole stream first (into --stage-dir, or
+a temporary directory) and extracts it afterwards.
 
 After the whole stream has arrived, the node keeps seeding to the others
 until the deploy wave ends (the tracker knows no node still fetching) or
@@ -209,7 +210,7 @@ peers) as JSON on stdout.`,
 	f.StringVar(&pubkey, "pubkey", "", "require a valid signature of the manifest by this public key")
 	f.DurationVar(&o.StallAfter, "stall-after", 10*time.Second, "report the fetch as stalled after this long without progress")
 	f.DurationVar(&o.StallTimeout, "stall-timeout", 0, "give up after this long without progress (0: wait for the server or peers as long as it takes)")
-	a.addJSONFlag(cmd)
+	f.BoolVar(&a.jsonOut, "json", false, "progress as JSON lines on stderr, the result as JSON on stdout")
 	return cmd
 }
 

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -302,6 +303,14 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 		defer os.RemoveAll(stageDir)
 	} else if err := os.MkdirAll(stageDir, 0o755); err != nil {
 		return nil, fmt.Errorf("torrent fetch: stage directory: %w", err)
+	} else {
+		// A stream left by an earlier fetch would be taken as complete
+		// without a hash check: start afresh.
+		for _, name := range []string{info.Name, info.Name + ".part"} {
+			if err := os.Remove(filepath.Join(stageDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return nil, fmt.Errorf("torrent fetch: clear stage directory: %w", err)
+			}
+		}
 	}
 	cc, err := lockedConfig(f.cfg.ListenAddr, NodePeerIDPrefix, f.log)
 	if err != nil {
