@@ -235,7 +235,8 @@ func TestMulticastFourReceiversLossless(t *testing.T) {
 }
 
 // TestMulticastRandomLoss: 3% of UDP packets dropped on every receiver's
-// input; all complete and verify.
+// input; all complete and verify. The session waits for its named
+// receivers (--group-of).
 func TestMulticastRandomLoss(t *testing.T) {
 	m := newMcastNet(t, 3)
 	data, src := mcastImage(t, 8<<20)
@@ -247,9 +248,13 @@ func TestMulticastRandomLoss(t *testing.T) {
 		targets = append(targets, target)
 		rx = append(rx, startIn(t, ns, receiveArgs(fmt.Sprintf("r%d", i), target)...))
 	}
-	s := startIn(t, m.sender, "--data", data, "multicast", "send", "web", "--interface", "eth0", "--min-receivers", "3", "--max-bitrate", "200m", "--json")
+	// --group-of: the session starts once r0, r1 and r2 are all present.
+	s := startIn(t, m.sender, "--data", data, "multicast", "send", "web", "--interface", "eth0", "--group-of", "r[0-2]", "--max-bitrate", "200m", "--json")
 	if code := s.wait(t, 60*time.Second, "sender"); code != 0 {
 		t.Fatalf("sender exited %d\n%s\n%s", code, s.stdout.String(), s.stderr.String())
+	}
+	if !strings.Contains(s.stdout.String(), "all 3 expected receivers present") {
+		t.Errorf("the session did not start on --group-of:\n%s", s.stdout.String())
 	}
 	r, _ := s.report(t)
 	if r.Repairs == 0 {
