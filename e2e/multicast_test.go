@@ -389,3 +389,53 @@ func TestMulticastRefusesOtherVersion(t *testing.T) {
 		t.Errorf("refusal message: %s", wrong.stderr.String())
 	}
 }
+
+// TestMulticastEvictionFallsBackToServer: a receiver behind a slow link
+// given --fallback-server is evicted and deploys the version from a
+// goldcast server over HTTP itself, ending with a verified target.
+func TestMulticastEvictionFallsBackToServer(t *testing.T) {
+	m := newMcastNet(t, 2)
+	data, src := mcastImage(t, 6<<20)
+	srv := startIn(t, m.sender, "--data", data, "server", "--http", "10.79.0.1:18080", "--rsync", "")
+	deadline := time.Now().Add(20 * time.Second)
+	for exec.Command("ip", "netns", "exec", m.receivers[1], "curl", "-sf", "-o", "/dev/null", "http://10.79.0.1:18080/metrics").Run() != nil {
+		if time.Now().After(deadline) {
+			t.Fatalf("server did not come up:\n%s", srv.stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	out, err := exec.Command("ip", "netns", "exec", m.hub, "tc", "qdisc", "add", "dev", "r1", "root", "tbf", "rate", "4mbit", "burst", "32kb", "latency", "50ms").CombinedOutput()
+	if err != nil {
+		t.Fatalf("tc: %v\n%s", err, out)
+	}
+	fast := filepath.Join(t.TempDir(), "root")
+	slow := filepath.Join(t.TempDir(), "root")
+	r0 := startIn(t, m.receivers[0], receiveArgs("r0", fast)...)
+	r1 := startIn(t, m.receivers[1], receiveArgs("r1", slow, "--fallback-server", "http://10.79.0.1:18080", "--token-file", filepath.Join(data, "admin.token"))...)
+	s := startIn(t, m.sender, "--data", data, "multicast", "send", "web", "--interface", "eth0", "--min-receivers", "2", "--max-bitrate", "40m", "--json")
+	// Once evicted, the slow link need not slow the HTTP fallback down.
+	for !strings.Contains(s.stdout.String(), `"kind":"evicted"`) {
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("no eviction:\n%s", s.stdout.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	exec.Command("ip", "netns", "exec", m.hub, "tc", "qdisc", "del", "dev", "r1", "root").Run()
+	if code := s.wait(t, 60*time.Second, "sender"); code != 2 {
+		t.Fatalf("sender exited %d, want 2 (one receiver evicted)\n%s", code, s.stdout.String())
+	}
+	if _, states := s.report(t); states["r0"] != "done" || states["r1"] != "evicted" {
+		t.Errorf("receiver states %v", states)
+	}
+	if code := r0.wait(t, 10*time.Second, "receiver"); code != 0 {
+		t.Fatalf("receiver exited %d\n%s", code, r0.stderr.String())
+	}
+	if code := r1.wait(t, 60*time.Second, "evicted receiver"); code != 0 {
+		t.Fatalf("evicted receiver exited %d\n%s", code, r1.stderr.String())
+	}
+	if !strings.Contains(r1.stdout.String(), "by HTTP after eviction") {
+		t.Errorf("evicted receiver: %s", r1.stdout.String())
+	}
+	oracle(t, src, fast)
+	oracle(t, src, slow)
+}

@@ -284,9 +284,10 @@ are refused). The stream is extracted into --target as it arrives, with no
 staging copy, and checked against the manifest (with --pubkey, its
 signature too), exactly as "goldcast image extract" does.
 
-If the sender evicts this receiver (it cannot keep up), the target is
-emptied and, with --fallback-server, the same version is deployed from
-that server over HTTP; without it the command exits with status 3 so a
+If the sender evicts this receiver (it cannot keep up) or ends the
+session without it, the target is emptied and, with --fallback-server,
+the same version is deployed from that server over HTTP (also when the
+sender goes silent); without it the command exits with status 3 so a
 script can fall back itself.`,
 		Example: `  goldcast multicast receive --interface eth0 --target /mnt/root
   goldcast multicast receive --interface eth0 --target /mnt/root --image web@4 --pubkey /etc/goldcast/image.pub \
@@ -318,7 +319,7 @@ script can fall back itself.`,
 					return err
 				}
 				cfg.Fallback = func(ctx context.Context, image string, version int, reason string) error {
-					fmt.Fprintf(a.errOut, "evicted (%s); deploying %s@%d from %s\n", reason, image, version, fallback)
+					fmt.Fprintf(a.errOut, "%s; deploying %s@%d from %s\n", reason, image, version, fallback)
 					_, err := c.Deploy(ctx, client.DeployOptions{Image: fmt.Sprintf("%s@%d", image, version), Target: cfg.Target, Log: a.log})
 					return err
 				}
@@ -337,7 +338,7 @@ script can fall back itself.`,
 			}
 			how := fmt.Sprintf("by multicast (%d packets, %d groups rebuilt from parity, %d stray packets ignored)", res.Packets, res.Rebuilt, res.Stray)
 			if res.FellBack {
-				how = "by HTTP after eviction: " + res.Evicted
+				how = "by HTTP after eviction (" + res.Evicted + ")"
 			}
 			a.printf("received %s@%d into %s: %s in %s %s; manifest sha256:%s\n",
 				res.Image, res.Version, cfg.Target, progress.Bytes(res.Bytes), res.Took.Round(time.Millisecond), how, res.Digest)
@@ -351,7 +352,7 @@ script can fall back itself.`,
 	f.StringVar(&cfg.Digest, "manifest-digest", "", "join only a session whose manifest has this sha256")
 	f.StringVar(&cfg.Name, "name", "", "name reported to the sender (default: host name)")
 	f.StringVar(&pubkey, "pubkey", "", "require a valid signature by this public key")
-	f.StringVar(&fallback, "fallback-server", "", "after an eviction, deploy the version from this server over HTTP")
+	f.StringVar(&fallback, "fallback-server", "", "after an eviction (or a silent sender), deploy the version from this server over HTTP")
 	f.StringVar(&sf.tokenFile, "token-file", os.Getenv("GOLDCAST_TOKEN_FILE"), "admin token for --fallback-server")
 	f.StringVar(&sf.nodeTokenFile, "node-token-file", os.Getenv("GOLDCAST_NODE_TOKEN_FILE"), "this node's token for --fallback-server")
 	f.StringVar(&cfg.AnnounceAddr, "announce", "", "announcement group:port (default 239.255.71.71:7171)")

@@ -25,14 +25,14 @@ import (
 // Errors a receiver returns; test with errors.Is.
 var (
 	// ErrEvicted: the sender cut this receiver loose (too slow, or no
-	// progress). The caller should fetch the version by unicast; the
-	// target has been emptied again.
+	// progress), or finished the session without it. The caller should
+	// fetch the version by unicast; the target has been emptied again.
 	ErrEvicted = errors.New("evicted from the multicast session")
 	// ErrRefused: the sender refused this receiver (version mismatch).
 	ErrRefused = errors.New("refused by the multicast sender")
 	// ErrNoSession: no matching session was announced in time.
 	ErrNoSession = errors.New("no matching multicast session")
-	// ErrSenderGone: the sender went silent or finished without us.
+	// ErrSenderGone: the sender went silent.
 	ErrSenderGone = errors.New("multicast sender gone")
 )
 
@@ -71,9 +71,10 @@ type ReceiverConfig struct {
 	// Progress, Logger); the digest check against the announcement is
 	// added to Verify.
 	Extract stream.ExtractOptions
-	// Fallback, when set, is called after an eviction (the target has
-	// been emptied) to fetch the version another way, e.g. by HTTP from
-	// the image server; its error becomes Receive's.
+	// Fallback, when set, is called after an eviction or when the sender
+	// went silent (the target has been emptied) to fetch the version
+	// another way, e.g. by HTTP from the image server; its error becomes
+	// Receive's.
 	Fallback func(ctx context.Context, image string, version int, reason string) error
 	// Log receives diagnostics; nil discards.
 	Log *slog.Logger
@@ -151,9 +152,9 @@ func Receive(ctx context.Context, cfg ReceiverConfig) (*Result, error) {
 	if res != nil {
 		res.Took = time.Since(start)
 	}
-	if errors.Is(err, ErrEvicted) && cfg.Fallback != nil {
+	if (errors.Is(err, ErrEvicted) || errors.Is(err, ErrSenderGone)) && cfg.Fallback != nil {
 		reason := err.Error()
-		cfg.Log.Warn("evicted from multicast session; falling back", "reason", reason)
+		cfg.Log.Warn("multicast failed; falling back", "reason", reason)
 		if ferr := cfg.Fallback(ctx, sess.ann.image, int(sess.ann.version), reason); ferr != nil {
 			return res, fmt.Errorf("%w; fallback: %w", err, ferr)
 		}
@@ -381,7 +382,9 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 			st := sh.state
 			sh.mu.Unlock()
 			if an.state == stateFinished && st == rxReceiving {
-				cancel(fmt.Errorf("%w: it finished the session before this receiver had the stream", ErrSenderGone))
+				// It gave up on us (its eviction notice may have been
+				// lost on the very link that made us slow).
+				cancel(fmt.Errorf("%w: the sender finished the session without this receiver", ErrEvicted))
 			}
 		}
 	}()
