@@ -141,16 +141,25 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 		b := ip.As4()
 		cfg.Options = map[uint8][]byte{dhcp.OptionImageServer: b[:]}
 	}
-	deps := dhcp.Deps{Logger: log, Reservations: reservations{cl}, OnEvent: func(e dhcp.Event) {
-		node := ""
-		if n, ok := findByMAC(cl.Get(), e.MAC); ok {
-			node = n.Name
-			if e.IP.IsValid() && !e.IP.IsUnspecified() && (e.Kind == dhcp.EventAck || e.Kind == dhcp.EventOffer) {
-				seen.Store(e.IP, node)
+	// DHCP events arrive in batches under a flood (a rack booting at
+	// once): one state transaction per batch.
+	deps := dhcp.Deps{Logger: log, Reservations: reservations{cl}, OnEvents: func(batch []dhcp.Event) {
+		conf := cl.Get()
+		out := make([]state.Event, 0, len(batch))
+		for _, e := range batch {
+			node := ""
+			if n, ok := findByMAC(conf, e.MAC); ok {
+				node = n.Name
+				if e.IP.IsValid() && !e.IP.IsUnspecified() && (e.Kind == dhcp.EventAck || e.Kind == dhcp.EventOffer) {
+					seen.Store(e.IP, node)
+				}
 			}
+			out = append(out, state.Event{Node: node, Kind: "boot", Stage: "dhcp-" + string(e.Kind),
+				Message: fmt.Sprintf("DHCP %s %s %s (arch %d)", e.Kind, e.MAC, e.IP, e.Arch), Fields: map[string]string{"mac": e.MAC.String(), "ip": e.IP.String()}})
 		}
-		db.AppendEvent(state.Event{Node: node, Kind: "boot", Stage: "dhcp-" + string(e.Kind),
-			Message: fmt.Sprintf("DHCP %s %s %s (arch %d)", e.Kind, e.MAC, e.IP, e.Arch), Fields: map[string]string{"mac": e.MAC.String(), "ip": e.IP.String()}})
+		if err := db.AppendEvents(out); err != nil {
+			log.Warn("record DHCP events", "count", len(out), "err", err)
+		}
 	}}
 	if mode == dhcp.ModeFull {
 		leases, err := dhcp.OpenFileLeaseStore(filepath.Join(dataDir, "dhcp-leases"))

@@ -139,6 +139,52 @@ func (s *Store) appendEventWith(update func(func(*bolt.Tx) error) error, e Event
 	return stored, nil
 }
 
+// AppendEvents stores events in one transaction (one disk sync for all of
+// them), in order, and tells watchers of each. It is for floods of
+// events, such as a rack's DHCP traffic.
+func (s *Store) AppendEvents(events []Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	stored := make([]Event, len(events))
+	keys := make([][]byte, len(events))
+	datas := make([][]byte, len(events))
+	err := s.update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketEvents))
+		for i, e := range events {
+			if e.Time.IsZero() {
+				e.Time = time.Now()
+			}
+			seq, err := b.NextSequence()
+			if err != nil {
+				return fmt.Errorf("next sequence number: %w", err)
+			}
+			e.Seq = seq
+			keys[i] = seqKey(seq)
+			if datas[i], err = json.Marshal(&e); err != nil {
+				return fmt.Errorf("encode event: %w", err)
+			}
+			if err := b.Put(keys[i], datas[i]); err != nil {
+				return fmt.Errorf("store event %d: %w", seq, err)
+			}
+			stored[i] = e
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("append %d events: %w", len(events), err)
+	}
+	for i := range stored {
+		var e Event
+		if decodeJSON(keys[i], datas[i], &e) != nil {
+			e = stored[i]
+			e.Time = e.Time.Round(0)
+		}
+		s.notify(e)
+	}
+	return nil
+}
+
 // readEvents returns up to limit events (all if limit <= 0) with Seq
 // greater than since, for node (all nodes if node is empty), in order.
 func readEvents(tx *bolt.Tx, since uint64, node string, limit int) ([]Event, error) {

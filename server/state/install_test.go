@@ -1,6 +1,7 @@
 package state
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
@@ -189,6 +190,54 @@ func TestAppendNodeEventConcurrent(t *testing.T) {
 	for _, st := range all {
 		if st.Percent != reports {
 			t.Errorf("%s: percent %v, want %d", st.Node, st.Percent, reports)
+		}
+	}
+}
+
+func TestAppendEvents(t *testing.T) {
+	s, _ := openTemp(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	w := s.Watch(ctx, 0)
+	if _, err := s.AppendEvent(Event{Kind: "capture", Stage: "started"}); err != nil {
+		t.Fatal(err)
+	}
+	batch := []Event{
+		{Node: "n1", Kind: "boot", Stage: "dhcp-discover", Time: baseTime()},
+		{Node: "n1", Kind: "boot", Stage: "dhcp-offer", Time: baseTime()},
+		{Node: "n2", Kind: "boot", Stage: "dhcp-ack", Time: baseTime(), Fields: map[string]string{"ip": "10.0.0.5"}},
+	}
+	if err := s.AppendEvents(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AppendEvents(nil); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Events(1, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stages []string
+	for i, e := range got {
+		stages = append(stages, e.Stage)
+		if e.Seq != uint64(i+2) {
+			t.Errorf("event %d has seq %d", i, e.Seq)
+		}
+	}
+	if diff := cmp.Diff([]string{"dhcp-discover", "dhcp-offer", "dhcp-ack"}, stages); diff != "" {
+		t.Errorf("stored batch (-want +got):\n%s", diff)
+	}
+	if got[2].Fields["ip"] != "10.0.0.5" {
+		t.Errorf("fields lost: %+v", got[2])
+	}
+	for want := uint64(1); want <= 4; want++ {
+		select {
+		case e := <-w:
+			if e.Seq != want {
+				t.Fatalf("watcher got seq %d, want %d", e.Seq, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("watcher did not get event %d", want)
 		}
 	}
 }
