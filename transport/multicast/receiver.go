@@ -507,7 +507,10 @@ func pause(ctx context.Context) {
 // readData receives shards in batches, feeds the assembler and passes
 // complete groups on in order.
 func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShared, out chan<- []byte, stray *atomic.Int64) {
-	const batch = 64
+	const (
+		batch    = 64
+		coalesce = time.Millisecond
+	)
 	ms := make([]ipv4.Message, batch)
 	for i := range ms {
 		ms[i].Buffers = [][]byte{make([]byte, MaxPacket)}
@@ -518,6 +521,12 @@ func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShare
 		n, err := c.ReadBatch(ms, 0)
 		if err != nil && n <= 0 && !errors.Is(err, os.ErrDeadlineExceeded) {
 			pause(ctx)
+		}
+		if n > 0 && n < batch/4 {
+			// Let packets gather in the socket buffer (16 MiB) rather
+			// than waking for every one or two: far fewer system calls
+			// and wake-ups for the same data.
+			time.Sleep(coalesce)
 		}
 		now := time.Now()
 		sh.mu.Lock()
