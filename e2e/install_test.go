@@ -367,8 +367,8 @@ func TestInstallByHand(t *testing.T) {
 	ok(t, "--data", data, "node", "token", "hand01", "--out", tokFile)
 
 	target := filepath.Join(t.TempDir(), "target")
-	install := func() result {
-		cmd := exec.Command(goldcast.path, "install", "--server", s.url, "--node", "hand01", "--token-file", tokFile, "--no-post-action", "--target", target)
+	install := func(extra ...string) result {
+		cmd := exec.Command(goldcast.path, append([]string{"install", "--server", s.url, "--node", "hand01", "--token-file", tokFile, "--no-post-action", "--target", target}, extra...)...)
 		preOut := target + ".pre.out"
 		os.Remove(preOut)
 		var o, e bytes.Buffer
@@ -424,9 +424,12 @@ func TestInstallByHand(t *testing.T) {
 		t.Errorf("the flip lost a comment:\n%s", y)
 	}
 
-	// A second install goes over the node's own disk without wipe.
-	if r := install(); r.code != 0 {
-		t.Fatalf("reinstall over the node's own disk: exit %d\n%s", r.code, r.stderr)
+	// A second install goes over the node's own disk without wipe, this
+	// time from the server's BitTorrent seed.
+	if r := install("--transport", "torrent"); r.code != 0 {
+		t.Fatalf("reinstall over the node's own disk by torrent: exit %d\n%s", r.code, r.stderr)
+	} else if !strings.Contains(r.stderr, "by torrent") {
+		t.Errorf("the reinstall did not say it used BitTorrent:\n%s", r.stderr)
 	}
 	unmount()
 

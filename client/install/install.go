@@ -34,6 +34,7 @@ import (
 	"github.com/goldcast/goldcast/client/disks"
 	"github.com/goldcast/goldcast/images/stream"
 	"github.com/goldcast/goldcast/transport/multicast"
+	"github.com/goldcast/goldcast/transport/torrent"
 )
 
 // DefaultTarget is where the node's filesystems are mounted during the
@@ -43,6 +44,10 @@ const DefaultTarget = "/target"
 // transportMulticast is the node transport that receives the image in a
 // multicast session.
 const transportMulticast = "multicast"
+
+// transportTorrent is the node transport that fetches the image from a
+// BitTorrent swarm of the server and the other installing nodes.
+const transportTorrent = "torrent"
 
 // progressEvery is the longest time between two progress reports during
 // the transfer.
@@ -407,13 +412,38 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 				return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
 			}
 		}
+	case transportTorrent:
+		// The image version comes from the swarm (the server seeds it and
+		// every installing node shares what it has); the node's
+		// overrides then come by an update pass.
+		_, err := torrent.Fetch(ctx, torrent.FetchConfig{
+			ServerURL: in.cfg.Server, Node: in.plan.Node, NodeToken: in.cfg.Token,
+			Ref: fmt.Sprintf("%s@%d", in.plan.Image, in.plan.Version), Target: in.target, MountedTarget: true,
+			Progress: func(tp torrent.Progress) {
+				// Percent by the stream's verified bytes.
+				if tp.Total > 0 {
+					mu.Lock()
+					done = total * tp.Bytes / tp.Total
+					mu.Unlock()
+				}
+				in.log.Debug("torrent", "stage", tp.Stage, "bytes", tp.Bytes, "total", tp.Total, "peers", tp.Peers, "from_peers", tp.FromPeers)
+			},
+			Logger: in.log,
+		})
+		if err != nil {
+			return fmt.Errorf("receive %s@%d by BitTorrent: %w", in.plan.Image, in.plan.Version, err)
+		}
+		if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
+			NoRecord: true, Log: in.log}); err != nil {
+			return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
+		}
 	case client.TransportRsync:
 		if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
 			NoRecord: true, Log: in.log, Progress: progress}); err != nil {
 			return fmt.Errorf("receive the tree of node %s by rsync: %w", in.plan.Node, err)
 		}
 	default:
-		return fmt.Errorf("transport %q is not one install can use (http, rsync, multicast)", transport)
+		return fmt.Errorf("transport %q is not one install can use (http, rsync, multicast, torrent)", transport)
 	}
 	p := snapshot()
 	p.Percent, p.Bytes, p.ETASeconds = 100, total, 0

@@ -69,7 +69,7 @@ line (goldcast.server, goldcast.node, goldcast.token), then the plan.`,
 	f.StringVar(&tokenFile, "token-file", "", "file holding the node's token (required)")
 	f.StringVar(&cfg.TLSFingerprint, "tls-fingerprint", "", "pin the server certificate's sha256")
 	f.StringVar(&cfg.Target, "target", install.DefaultTarget, "where the new filesystems are mounted during the install")
-	f.StringVar(&cfg.Transport, "transport", "", "override the node's transport: http, rsync or multicast")
+	f.StringVar(&cfg.Transport, "transport", "", "override the node's transport: http, rsync, multicast or torrent")
 	f.StringVar(&cfg.Interface, "interface", "", "network interface the multicast transport listens on")
 	f.BoolVar(&noPost, "no-post-action", false, "skip the post action: leave the new system mounted and the machine running")
 	return cmd

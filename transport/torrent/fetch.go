@@ -62,6 +62,10 @@ type FetchConfig struct {
 	Ref string
 	// Target is the empty directory the version is extracted into.
 	Target string
+	// MountedTarget lets Target hold the empty mount points of other
+	// filesystems (an installer's /target; see
+	// stream.ExtractOptions.MountedTarget).
+	MountedTarget bool
 	// StageDir keeps the stream's pieces (what this node seeds to the
 	// others). Default: a temporary directory, removed at the end. Give a
 	// directory on the target's filesystem when memory is short (the
@@ -438,6 +442,7 @@ func (f *fetcher) extract(ctx context.Context, t *torrent.Torrent, info metainfo
 	}
 	r.SetReadahead(ra)
 	return stream.Extract(ctx, r, f.cfg.Target, stream.ExtractOptions{
+		MountedTarget: f.cfg.MountedTarget,
 		Verify: func(d string, sig []byte) error {
 			if digest != "" && d != digest {
 				return fmt.Errorf("the stream's manifest is %s, the server announced %s", d, digest)
