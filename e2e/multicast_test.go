@@ -56,6 +56,11 @@ func newMcastNet(t *testing.T, n int) *mcastNet {
 		ipCmd(t, "-n", ns, "route", "add", "default", "dev", "eth0")
 	}
 	plug(m.sender, "s0", "10.79.0.1")
+	// The sender batches packets with UDP GSO. Have its veth cut the
+	// batches into frames, as a NIC does on the wire: otherwise a whole
+	// batch would cross the bridge as one buffer, and the nftables loss
+	// rule would drop batches instead of packets.
+	ipCmd(t, "-n", m.sender, "link", "set", "eth0", "gso_max_segs", "1")
 	for i := 0; i < n; i++ {
 		ns := fmt.Sprintf("gcmr%s%d", id, i)
 		plug(ns, fmt.Sprintf("r%d", i), fmt.Sprintf("10.79.0.%d", 10+i))

@@ -213,6 +213,14 @@ type sender struct {
 	fecP             int
 	pass             uint32
 
+	// UDP GSO: equal-sized data packets go out up to gsoSegs per system
+	// call and travel the local stack as one buffer until the receiving
+	// socket (or the NIC) splits them. Turned off at the first refusal.
+	udp    *net.UDPConn
+	gso    bool
+	batch  []byte
+	batchN int
+
 	nextParity map[int]int // next parity index to send per group
 	repairs    map[int]*repairState
 	queue      []repairJob
@@ -317,6 +325,8 @@ func newSender(cfg SenderConfig) (*sender, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.udp, s.gso = s.conn.PacketConn.(*net.UDPConn)
+	s.gso = s.gso && gsoSupported
 	return s, nil
 }
 
@@ -404,6 +414,9 @@ func (s *sender) run(ctx context.Context) (*SendResult, error) {
 			return nil, err
 		}
 		if !sentOne {
+			if err := s.flush(); err != nil {
+				return nil, err
+			}
 			select {
 			case <-ctx.Done():
 				return nil, ctx.Err()
@@ -412,6 +425,9 @@ func (s *sender) run(ctx context.Context) (*SendResult, error) {
 			case <-time.After(10 * time.Millisecond):
 			}
 		}
+	}
+	if err := s.flush(); err != nil {
+		return nil, err
 	}
 	s.ann.state = stateFinished
 	for i := 0; i < 3; i++ {
@@ -765,6 +781,10 @@ func (s *sender) step(ctx context.Context, now time.Time) (bool, error) {
 	return false, nil
 }
 
+// gsoSegs bounds the packets in one GSO send (the kernel's limit is 64
+// segments and 64 KiB).
+const gsoSegs = 40
+
 func (s *sender) transmit(ctx context.Context, d *dataPacket) error {
 	d.pass = s.pass
 	p := marshalData(s.buf, s.session, d)
@@ -772,10 +792,29 @@ func (s *sender) transmit(ctx context.Context, d *dataPacket) error {
 	if err := s.pace.wait(ctx, len(p)+28); err != nil {
 		return err
 	}
+	s.sent++
+	if !s.gso {
+		return s.write(p)
+	}
+	if s.batchN > 0 && len(p) != len(s.batch)/s.batchN {
+		if err := s.flush(); err != nil {
+			return err
+		}
+	}
+	s.batch = append(s.batch, p...)
+	s.batchN++
+	if s.batchN >= gsoSegs || len(s.batch)+len(p) > 65000 {
+		return s.flush()
+	}
+	return nil
+}
+
+// write sends one datagram to the data group, riding out full queues.
+func (s *sender) write(p []byte) error {
 	for tries := 0; ; tries++ {
 		_, err := s.conn.WriteTo(p, nil, s.dataDst)
 		if err == nil {
-			break
+			return nil
 		}
 		if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
 			time.Sleep(200 * time.Microsecond)
@@ -785,8 +824,40 @@ func (s *sender) transmit(ctx context.Context, d *dataPacket) error {
 			return fmt.Errorf("multicast send to %s: %w", s.dataDst, err)
 		}
 	}
-	s.sent++
-	return nil
+}
+
+// flush sends the batched packets as one GSO datagram train; if the
+// kernel refuses GSO, it sends them one by one and stops batching.
+func (s *sender) flush() error {
+	n := s.batchN
+	if n == 0 {
+		return nil
+	}
+	b := s.batch
+	s.batch, s.batchN = s.batch[:0], 0
+	seg := len(b) / n
+	if n == 1 {
+		return s.write(b)
+	}
+	oob := udpSegment(seg)
+	for {
+		_, _, err := s.udp.WriteMsgUDP(b, oob, s.dataDst)
+		if err == nil {
+			return nil
+		}
+		if errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.EAGAIN) {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		s.gso = false
+		s.log.Debug("UDP GSO refused; sending packets one by one", "err", err)
+		for i := 0; i < n; i++ {
+			if err := s.write(b[i*seg : (i+1)*seg]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // readGroup loads group g's data shards (the last padded with zeros).
