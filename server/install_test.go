@@ -409,9 +409,12 @@ func TestHealth(t *testing.T) {
 	}
 	// The unhealthy event (the boot-local event of the install may come
 	// after it: the flip runs on its own).
+	// The event is stored just after the state.
 	unhealthy := false
-	for _, e := range s.events("n2") {
-		unhealthy = unhealthy || e.Kind == KindHealth && e.Stage == api.StateUnhealthy && e.Fields["timeout"] == "300ms"
+	for deadline := time.Now().Add(10 * time.Second); !unhealthy && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, e := range s.events("n2") {
+			unhealthy = unhealthy || e.Kind == KindHealth && e.Stage == api.StateUnhealthy && e.Fields["timeout"] == "300ms"
+		}
 	}
 	if !unhealthy {
 		t.Errorf("n2 has no unhealthy event naming the timeout: %+v", s.events("n2"))
