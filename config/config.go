@@ -153,6 +153,11 @@ type Node struct {
 	// several nodes, IPs must be empty or hold exactly one address per
 	// node, in the order of the names. An IP may belong to one node only.
 	IPs []string `yaml:"ips"`
+	// UUID is the machine's SMBIOS system UUID, which iPXE sends as
+	// ${uuid}: it finds the node when the booting NIC's MAC is not one of
+	// MACs (a board with many ports, a replaced NIC). Only for an entry
+	// declaring one node.
+	UUID string `yaml:"uuid"`
 	// Image is the image the node is installed with: an image name,
 	// optionally followed by "@" and a version number (rocky9@3) to pin
 	// that version; without a version the newest is used. When empty, the

@@ -261,7 +261,7 @@ colour: blue
 `,
 			want: []string{
 				`goldcast.yaml:3: server.port: unknown field; known fields are listen, rsync_listen, allow_networks, tftp_listen, boot_dir, unknown_nodes, dhcp`,
-				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars, install`,
+				`goldcast.yaml:6: nodes[0].mac: unknown field; known fields are name, macs, ips, uuid, image, groups, boot, transport, kernel_args, overrides, vars, install`,
 				`goldcast.yaml:7: colour: unknown field; known fields are server, nodes, groups, overrides`,
 			},
 		},
@@ -396,6 +396,24 @@ nodes:
 			},
 		},
 		{
+			name: "uuids",
+			content: `nodes:
+  - name: a
+    uuid: 4C4C4544-0042-3510-8052-B4C04F564433
+  - name: b
+    uuid: 4c4c4544-0042-3510-8052-b4c04f564433
+  - name: c
+    uuid: not-a-uuid
+  - name: d[1-2]
+    uuid: 11111111-2222-3333-4444-555555555555
+`,
+			want: []string{
+				`goldcast.yaml:5: nodes[1].uuid: UUID 4c4c4544-0042-3510-8052-b4c04f564433 already belongs to a at line 3`,
+				`goldcast.yaml:7: nodes[2].uuid: "not-a-uuid" is not a UUID such as 4c4c4544-0042-3510-8052-b4c04f564433`,
+				`goldcast.yaml:9: nodes[3].uuid: a UUID names one machine, but "d[1-2]" declares 2 nodes`,
+			},
+		},
+		{
 			name: "full mode needs an interface and a range",
 			content: `server:
   dhcp:
@@ -443,7 +461,7 @@ groups:
     vars: {<<: {k: [v]}}
 `,
 			want: []string{
-				`goldcast.yaml:3: nodes[0].colour: unknown field; known fields are name, macs, ips, image, groups, boot, transport, kernel_args, overrides, vars, install`,
+				`goldcast.yaml:3: nodes[0].colour: unknown field; known fields are name, macs, ips, uuid, image, groups, boot, transport, kernel_args, overrides, vars, install`,
 				`goldcast.yaml:5: nodes[1]: merge key "<<" needs a mapping or a list of mappings, not "x"`,
 				`goldcast.yaml:7: nodes[2].vars.k: want a single value, not a list`,
 			},

@@ -171,6 +171,7 @@ func validateNodes(nodes []Node, groups map[string]int, r reporter) {
 	names := map[string]string{} // host name -> path of the name declaring it
 	macs := map[string]owner{}
 	ips := map[string]owner{}
+	uuids := map[string]owner{}
 	for i := range nodes {
 		n := &nodes[i]
 		path := index("nodes", i)
@@ -226,6 +227,19 @@ func validateNodes(nodes []Node, groups map[string]int, r reporter) {
 			claim(ips, "IP", n.IPs[j], owner{hostFor(j, len(n.IPs)), r.line(p)}, p, r)
 		}
 
+		if n.UUID != "" {
+			p := field(path, "uuid")
+			u, ok := canonicalUUID(n.UUID)
+			switch {
+			case !ok:
+				r.report(p, fmt.Errorf("%q is not a UUID such as 4c4c4544-0042-3510-8052-b4c04f564433", n.UUID))
+			case len(hosts) > 1:
+				r.report(p, fmt.Errorf("a UUID names one machine, but %q declares %d nodes", n.Name, len(hosts)))
+			default:
+				n.UUID = u
+				claim(uuids, "UUID", u, owner{hostFor(0, 1), r.line(p)}, p, r)
+			}
+		}
 		if n.Image != "" {
 			if _, _, err := ref.Parse(n.Image); err != nil {
 				r.report(field(path, "image"), err)
@@ -348,4 +362,26 @@ func join[T ~string](values []T) string {
 // isAlnum reports whether r is an ASCII letter or digit.
 func isAlnum(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+}
+
+// canonicalUUID returns u in lowercase 8-4-4-4-12 form, and whether it
+// is a UUID at all.
+func canonicalUUID(u string) (string, bool) {
+	u = strings.ToLower(strings.TrimSpace(u))
+	if len(u) != 36 {
+		return "", false
+	}
+	for i, c := range u {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return "", false
+			}
+		default:
+			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+				return "", false
+			}
+		}
+	}
+	return u, true
 }

@@ -24,7 +24,7 @@ func TestBootScriptReportAndStatus(t *testing.T) {
 	os.MkdirAll(filepath.Join(data, "boot"), 0o755)
 	os.WriteFile(filepath.Join(data, "boot", "vmlinuz"), bytes.Repeat([]byte("K"), 4096), 0o644)
 	os.WriteFile(filepath.Join(data, "boot", "goldcast-initrd.img"), []byte("initrd"), 0o644)
-	cfg := "nodes:\n  - name: n1\n    macs: [\"52:54:00:00:00:01\"]\n    boot: install\n    kernel_args: quiet\n  - name: n2\n    macs: [\"52:54:00:00:00:02\"]\n"
+	cfg := "nodes:\n  - name: n1\n    macs: [\"52:54:00:00:00:01\"]\n    boot: install\n    kernel_args: quiet\n  - name: n2\n    macs: [\"52:54:00:00:00:02\"]\n  - name: n3\n    uuid: 4C4C4544-0042-3510-8052-B4C04F564433\n    boot: install\n"
 	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte(cfg), 0o644)
 	s := startServerConfigured(t, data, 0, nil)
 	get := func(path string, hdr map[string]string) (int, string) {
@@ -53,6 +53,10 @@ func TestBootScriptReportAndStatus(t *testing.T) {
 	}
 	if _, menu := get("/boot/ipxe?mac=52:54:00:00:00:99", nil); !strings.Contains(menu, "not a declared node") {
 		t.Errorf("unknown machine script:\n%s", menu)
+	}
+	// A MAC no node holds, but the machine's SMBIOS UUID (iPXE's ${uuid}).
+	if _, byUUID := get("/boot/ipxe?mac=52:54:00:00:00:98&uuid=4c4c4544-0042-3510-8052-b4c04f564433", nil); !strings.Contains(byUUID, "goldcast.node=n3") {
+		t.Errorf("script by UUID:\n%s", byUUID)
 	}
 	if code, part := get("/boot/files/vmlinuz", map[string]string{"Range": "bytes=10-19"}); code != http.StatusPartialContent || part != "KKKKKKKKKK" {
 		t.Errorf("Range request: %d %q", code, part)

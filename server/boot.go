@@ -64,7 +64,23 @@ func findByMAC(c *config.Config, mac net.HardwareAddr) (config.Node, bool) {
 	return config.Node{}, false
 }
 
-// script answers GET /boot/ipxe?mac=MAC with the node's iPXE script.
+// findByUUID returns the node whose record holds the SMBIOS UUID u.
+func findByUUID(c *config.Config, u string) (config.Node, bool) {
+	u = strings.ToLower(strings.TrimSpace(u))
+	if u == "" {
+		return config.Node{}, false
+	}
+	for _, n := range c.ExpandedNodes() {
+		if n.UUID != "" && n.UUID == u {
+			return n, true
+		}
+	}
+	return config.Node{}, false
+}
+
+// script answers GET /boot/ipxe?mac=MAC[&uuid=UUID] with the node's iPXE
+// script: the node holding the MAC, else the one holding the machine's
+// SMBIOS UUID.
 func (h *bootHandler) script(w http.ResponseWriter, r *http.Request) {
 	mac, err := net.ParseMAC(r.URL.Query().Get("mac"))
 	if err != nil {
@@ -74,6 +90,9 @@ func (h *bootHandler) script(w http.ResponseWriter, r *http.Request) {
 	base := "http://" + r.Host
 	s := ipxe.Script{MAC: mac.String(), ServerURL: base}
 	node, known := findByMAC(h.cluster.Get(), mac)
+	if !known {
+		node, known = findByUUID(h.cluster.Get(), r.URL.Query().Get("uuid"))
+	}
 	unknown := h.unknownNodes
 	if unknown == "" {
 		unknown = h.cluster.Get().Server.UnknownNodes

@@ -113,7 +113,7 @@ func startNetboot(ctx context.Context, g *errgroup.Group, nc NetbootConfig, data
 		return err
 	}
 	cfg := dhcp.Config{Mode: mode, Interface: nc.DHCPInterface, ServerIP: ip, Netmask: mask,
-		BootFile: dhcp.DefaultBooter{NextServer: ip, ScriptURL: fmt.Sprintf("http://%s:%d/boot/ipxe?mac=${net0/mac}", ip, httpPort),
+		BootFile: dhcp.DefaultBooter{NextServer: ip, ScriptURL: fmt.Sprintf("http://%s:%d/boot/ipxe?mac=${net0/mac}&uuid=${uuid}", ip, httpPort),
 			HTTPBase: fmt.Sprintf("http://%s:%d/boot/files/", ip, httpPort)}}
 	if mode == dhcp.ModeFull {
 		first, last, ok := strings.Cut(nc.DHCPRange, "-")
