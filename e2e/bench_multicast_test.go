@@ -42,7 +42,7 @@ func TestBenchmarkMulticast(t *testing.T) {
 			ns = append(ns, n)
 		}
 	}
-	m := newMcastNet(t, 8)
+	m := newMcastNet(t, 8) // the sender's veth cuts GSO batches into frames, as a NIC would
 	if out, err := exec.Command("ip", "netns", "exec", m.sender, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
 		"rate", "200mbit", "burst", "256kb", "latency", "50ms").CombinedOutput(); err != nil {
 		t.Fatalf("tc: %v\n%s", err, out)
