@@ -15,7 +15,7 @@ TEST_TOOLS := rsync:rsync setfacl:acl getfattr:attr setcap:libcap2-bin \
               partx:util-linux unshare:util-linux blkid:util-linux ip:iproute2 \
               busybox:busybox qemu-system-x86_64:qemu-system-x86 \
               udp-sender:udpcast aria2c:aria2 perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server \
-              in.tftpd:tftpd-hpa dnsmasq:dnsmasq dhclient:isc-dhcp-client mkfs.xfs:xfsprogs
+              in.tftpd:tftpd-hpa dnsmasq:dnsmasq dhclient:isc-dhcp-client mkfs.xfs:xfsprogs nft:nftables
 # Packages that install no command, found by a file they hold: file:package.
 TEST_FILES := /usr/lib/ipxe/ipxe.efi:ipxe /usr/share/OVMF/OVMF_CODE_4M.fd:ovmf \
               /usr/share/doc/busybox-static/copyright:busybox-static
