@@ -78,14 +78,16 @@ func TestBenchmarkInstall(t *testing.T) {
 	mark := len(p.serial.String())
 	io.WriteString(m.keys, "time wget -q -O /dev/null http://"+p.net+".1:8080/api/v1/images/golden@1/stream; echo wget-exit-$?\n")
 	re := regexp.MustCompile(`real\s+(\d+)m\s*([\d.]+)s`)
+	exit := regexp.MustCompile(`wget-exit-(\d+)`) // not the typed "$?"
 	var wget time.Duration
 	for wget == 0 {
 		out := p.serial.String()[mark:]
-		if mm := re.FindStringSubmatch(out); mm != nil && strings.Contains(out, "wget-exit-0") {
+		code := exit.FindStringSubmatch(out)
+		if mm := re.FindStringSubmatch(out); mm != nil && code != nil && code[1] == "0" {
 			mins, _ := strconv.Atoi(mm[1])
 			secs, _ := strconv.ParseFloat(mm[2], 64)
 			wget = time.Duration(mins)*time.Minute + time.Duration(secs*float64(time.Second))
-		} else if strings.Contains(out, "wget-exit-") && !strings.Contains(out, "wget-exit-0") {
+		} else if code != nil && code[1] != "0" {
 			t.Fatalf("wget failed:\n%s", out)
 		}
 		if time.Now().After(deadline.Add(5 * time.Minute)) {
