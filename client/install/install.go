@@ -461,7 +461,6 @@ type tailHandler struct {
 	max   int
 	next  slog.Handler
 	attrs []slog.Attr
-	group string
 }
 
 func newTailHandler(max int, next *slog.Logger) *tailHandler {
@@ -515,7 +514,6 @@ func (h *tailHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *tailHandler) WithGroup(name string) slog.Handler {
 	c := *h
-	c.group = name
 	if h.next != nil {
 		c.next = h.next.WithGroup(name)
 	}
