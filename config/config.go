@@ -202,6 +202,11 @@ type Install struct {
 	// console) or kexec (boot the installed kernel without a firmware
 	// round trip).
 	PostAction string `yaml:"post_action"`
+	// Layout names a disk layout file in DATA/layouts (NAME.yaml or
+	// NAME.json; docs/install-disks.md) used instead of the layout
+	// captured from the golden client: partition sizes in MiB, units,
+	// percent or grow, types, flags and filesystems.
+	Layout string `yaml:"layout"`
 }
 
 // PostActions lists the valid Install.PostAction values.

@@ -262,6 +262,9 @@ func validateNodes(nodes []Node, groups map[string]int, r reporter) {
 			r.report(field(path, "transport"), fmt.Errorf("%q is not one of %s", n.Transport, join(transports())))
 		}
 		checkOverrides(n.Overrides, field(path, "overrides"), r)
+		if l := n.Install.Layout; l != "" && (strings.ContainsAny(l, "/\\") || strings.HasPrefix(l, ".")) {
+			r.report(field(field(path, "install"), "layout"), fmt.Errorf("%q: want the name of a file in DATA/layouts, without a directory", l))
+		}
 		if a := n.Install.PostAction; a != "" && !slices.Contains(PostActions(), a) {
 			r.report(field(field(path, "install"), "post_action"), fmt.Errorf("%q is not one of %s", a, strings.Join(PostActions(), ", ")))
 		}

@@ -376,7 +376,11 @@ func TestInstallByHand(t *testing.T) {
 	pre := filepath.Join(data, "scripts", "pre-install")
 	os.MkdirAll(pre, 0o755)
 	os.WriteFile(filepath.Join(pre, "10all.note"), []byte("#!/bin/sh\necho \"pre-install for $GOLDCAST_NODE rack=$GOLDCAST_VAR_RACK disk=$GOLDCAST_DISK\" > \"$GOLDCAST_TARGET.pre.out\"\n"), 0o755)
-	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte("nodes:\n  - name: hand01 # by hand\n    image: golden\n    transport: http\n    boot: install\n    vars: {rack: r7}\n    install: {disk: "+loop+"}\n"), 0o644)
+	// The admin's layout instead of the captured one: sizes in MiB,
+	// percent and grow, a second filesystem.
+	os.MkdirAll(filepath.Join(data, "layouts"), 0o755)
+	os.WriteFile(filepath.Join(data, "layouts", "small.yaml"), []byte("disks:\n  - table: gpt\n    partitions:\n      - {size: 32, fs: swap, label: hswap}\n      - {size: 60%, mountpoint: /, fs: ext4}\n      - {size: grow, mountpoint: /srv, fs: ext4, label: hsrv}\n"), 0o644)
+	os.WriteFile(filepath.Join(data, "goldcast.yaml"), []byte("nodes:\n  - name: hand01 # by hand\n    image: golden\n    transport: http\n    boot: install\n    vars: {rack: r7}\n    install: {disk: "+loop+", layout: small}\n"), 0o644)
 	s := startServerConfigured(t, data, 0, nil)
 	tokFile := filepath.Join(t.TempDir(), "hand01.token")
 	ok(t, "--data", data, "node", "token", "hand01", "--out", tokFile)
@@ -407,8 +411,15 @@ func TestInstallByHand(t *testing.T) {
 					t.Errorf("installed tree lacks %s: %v", f, err)
 				}
 			}
-			if fstab, _ := os.ReadFile(filepath.Join(target, "etc/fstab")); !strings.Contains(string(fstab), "UUID=0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9") {
+			if fstab, _ := os.ReadFile(filepath.Join(target, "etc/fstab")); !strings.Contains(string(fstab), "UUID=0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9") || !strings.Contains(string(fstab), "/srv") {
 				t.Errorf("fstab:\n%s", fstab)
+			}
+			// The layout file's partitions: swap, the root with the
+			// captured UUID, and /srv.
+			for part, want := range map[string]string{"p1": "TYPE=swap", "p2": "UUID=0b1c2d3e-4f50-4617-8293-a4b5c6d7e8f9", "p3": "LABEL=hsrv"} {
+				if out, _ := exec.Command("blkid", "-p", "-o", "export", loop+part).CombinedOutput(); !strings.Contains(string(out), want) {
+					t.Errorf("%s%s lacks %s:\n%s", loop, part, want, out)
+				}
 			}
 		}
 		return r

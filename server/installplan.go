@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -10,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/goldcast/goldcast/api"
 	"github.com/goldcast/goldcast/config"
@@ -19,6 +22,38 @@ import (
 // DATA/scripts/pre-install/NNclass.description and
 // DATA/scripts/post-install/NNclass.description, as in SystemImager.
 const ScriptsDir = "scripts"
+
+// LayoutsDir holds the admin's disk layouts under the data directory:
+// DATA/layouts/NAME.yaml (or .json), named by a node's install.layout.
+const LayoutsDir = "layouts"
+
+// readLayoutOverride reads the layout file NAME(.yaml|.yml|.json) from dir
+// and returns it as JSON for the install plan (the installer checks its
+// contents when it plans the disk).
+func readLayoutOverride(dir, name string) (json.RawMessage, error) {
+	var data []byte
+	var err error
+	for _, f := range []string{name, name + ".yaml", name + ".yml", name + ".json"} {
+		if data, err = os.ReadFile(filepath.Join(dir, f)); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("disk layout %q: no %s/%s.yaml or .json", name, dir, name)
+	}
+	var v any
+	if err := yaml.Unmarshal(data, &v); err != nil {
+		return nil, fmt.Errorf("disk layout %q: %w", name, err)
+	}
+	if _, ok := v.(map[string]any); !ok {
+		return nil, fmt.Errorf("disk layout %q: want a mapping with disks:", name)
+	}
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("disk layout %q: %w", name, err)
+	}
+	return raw, nil
+}
 
 // installPlan answers GET /nodes/{node}/install with the node's
 // api.InstallPlan.
@@ -44,6 +79,14 @@ func (h *nodeHandler) installPlan(w http.ResponseWriter, r *http.Request) {
 		Transport: string(node.Transport), Disk: node.Install.Disk, Wipe: node.Install.Wipe,
 		PostAction: node.Install.PostAction, Layout: v.Info.DiskLayout,
 		KernelArgs: node.KernelArgs, Vars: p.Data.Vars, Groups: p.Data.Groups,
+	}
+	if name := node.Install.Layout; name != "" {
+		raw, err := readLayoutOverride(filepath.Join(h.store.Root(), LayoutsDir), name)
+		if err != nil {
+			writeError(w, http.StatusUnprocessableEntity, fmt.Sprintf("node %s: %v", p.Node, err))
+			return
+		}
+		plan.LayoutOverride = raw
 	}
 	if plan.Transport == "" {
 		plan.Transport = string(config.TransportHTTP)

@@ -3,6 +3,7 @@ package server
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -64,5 +65,27 @@ func TestListScripts(t *testing.T) {
 	}
 	if s, err := listScripts(filepath.Join(dir, "missing"), api.PhasePreInstall, []string{"all"}); err != nil || s != nil {
 		t.Errorf("missing directory: %v, %v", s, err)
+	}
+}
+
+func TestReadLayoutOverride(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "web.yaml"), []byte("disks:\n  - table: dos\n    partitions:\n      - {size: grow, mountpoint: /}\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "db.json"), []byte(`{"disks":[{"partitions":[{"size":"50%","mountpoint":"/"}]}]}`), 0o644)
+	os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte("disks: [\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "list.yaml"), []byte("- a\n"), 0o644)
+	for name, want := range map[string]string{
+		"web": `{"disks":[{"partitions":[{"mountpoint":"/","size":"grow"}],"table":"dos"}]}`,
+		"db":  `{"disks":[{"partitions":[{"mountpoint":"/","size":"50%"}]}]}`,
+	} {
+		got, err := readLayoutOverride(dir, name)
+		if err != nil || string(got) != want {
+			t.Errorf("layout %s = %s, %v; want %s", name, got, err, want)
+		}
+	}
+	for name, want := range map[string]string{"missing": "no ", "bad": "yaml", "list": "want a mapping"} {
+		if _, err := readLayoutOverride(dir, name); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("layout %s: error %v, want %q", name, err, want)
+		}
 	}
 }
