@@ -458,6 +458,13 @@ func TestInstallByHand(t *testing.T) {
 		t.Errorf("the reinstall did not say it used BitTorrent:\n%s", r.stderr)
 	}
 	unmount()
+	// And by the update engine (transport rsync) into the empty target.
+	if r := install("--transport", "rsync"); r.code != 0 {
+		t.Fatalf("reinstall by rsync: exit %d\n%s", r.code, r.stderr)
+	} else if !strings.Contains(r.stderr, "by rsync") {
+		t.Errorf("the reinstall did not say it used rsync:\n%s", r.stderr)
+	}
+	unmount()
 
 	// A disk with someone else's data is refused, untouched.
 	exec.Command("partx", "-d", loop).Run()

@@ -406,9 +406,8 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		if err != nil {
 			return fmt.Errorf("receive %s@%d by multicast: %w", in.plan.Image, in.plan.Version, err)
 		}
-		if !fellBack && in.plan.PlanDigest != "" {
-			if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
-				NoRecord: true, Log: in.log}); err != nil {
+		if !fellBack {
+			if err := in.updatePass(ctx, nil); err != nil {
 				return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
 			}
 		}
@@ -433,13 +432,11 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		if err != nil {
 			return fmt.Errorf("receive %s@%d by BitTorrent: %w", in.plan.Image, in.plan.Version, err)
 		}
-		if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
-			NoRecord: true, Log: in.log}); err != nil {
+		if err := in.updatePass(ctx, nil); err != nil {
 			return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
 		}
 	case client.TransportRsync:
-		if _, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
-			NoRecord: true, Log: in.log, Progress: progress}); err != nil {
+		if err := in.updatePass(ctx, progress); err != nil {
 			return fmt.Errorf("receive the tree of node %s by rsync: %w", in.plan.Node, err)
 		}
 	default:
@@ -451,6 +448,16 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 	in.log.Info(p.Message)
 	in.report(ctx, p)
 	return nil
+}
+
+// updatePass brings the target to the node's tree (its image with its
+// overrides) by the update engine: rsync deltas for what differs, then
+// the manifest's metadata. After a fan-out transport laid down the image
+// it fetches just the overrides; into an empty target, everything.
+func (in *installer) updatePass(ctx context.Context, progress func(int, int64)) error {
+	_, err := in.c.Update(ctx, client.UpdateOptions{Node: in.plan.Node, Root: in.target, NoDefaultExcludes: true,
+		NoRecord: true, Log: in.log, Progress: progress})
+	return err
 }
 
 // tailHandler is a slog.Handler that keeps the last lines it formats (for
