@@ -159,10 +159,17 @@ func runDhclient(t *testing.T, n *netns) dhcpAnswer {
 	for time.Now().Before(deadline) {
 		b, _ := os.ReadFile(report)
 		if f := strings.Split(strings.TrimSpace(string(b)), "|"); len(f) == 6 && f[0] == "LEASE" {
-			lf, _ := os.ReadFile(filepath.Join(dir, "leases"))
-			if !strings.Contains(string(lf), "fixed-address "+f[1]+";") {
-				t.Errorf("dhclient's lease file does not record %s:\n%s", f[1], lf)
+			// dhclient runs its script on BOUND before it writes the
+			// lease file: wait for the file too.
+			var lf []byte
+			for time.Now().Before(deadline) {
+				lf, _ = os.ReadFile(filepath.Join(dir, "leases"))
+				if strings.Contains(string(lf), "fixed-address "+f[1]+";") {
+					return dhcpAnswer{IP: f[1], Router: f[2], DNS: f[3], File: f[4]}
+				}
+				time.Sleep(50 * time.Millisecond)
 			}
+			t.Errorf("dhclient's lease file does not record %s:\n%s", f[1], lf)
 			return dhcpAnswer{IP: f[1], Router: f[2], DNS: f[3], File: f[4]}
 		}
 		time.Sleep(100 * time.Millisecond)
