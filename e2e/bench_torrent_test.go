@@ -59,7 +59,8 @@ func TestBenchmarkTorrent(t *testing.T) {
 		start := time.Now()
 		var cs []*torrentClient
 		for i := 1; i <= n; i++ {
-			cs = append(cs, startTorrentClient(t, l.hosts[i], filepath.Join(work, fmt.Sprint(i)), "--seed-time", "120s"))
+			args := append([]string{"--seed-time", "120s"}, strings.Fields(os.Getenv("GOLDCAST_BENCH_TORRENT_ARGS"))...)
+			cs = append(cs, startTorrentClient(t, l.hosts[i], filepath.Join(work, fmt.Sprint(i)), args...))
 		}
 		done := make([]time.Duration, n)
 		for {
@@ -81,6 +82,11 @@ func TestBenchmarkTorrent(t *testing.T) {
 				t.Fatal("torrent wave did not complete within 10 minutes")
 			}
 			time.Sleep(20 * time.Millisecond)
+		}
+		if os.Getenv("GOLDCAST_BENCH_TORRENT_TRACE") != "" {
+			for i, c := range cs {
+				t.Logf("node %d progress (one line a second):\n%s", i+1, c.stderr.String())
+			}
 		}
 		var peers, total int64
 		for _, c := range cs {
@@ -119,12 +125,23 @@ func TestBenchmarkTorrent(t *testing.T) {
 	}
 
 	ns := []int{1, 2, 4, 8}
+	if s := os.Getenv("GOLDCAST_BENCH_TORRENT_N"); s != "" { // e.g. "1 8" for a quicker look
+		ns = nil
+		for _, f := range strings.Fields(s) {
+			var n int
+			fmt.Sscan(f, &n)
+			ns = append(ns, n)
+		}
+	}
+	unicast := os.Getenv("GOLDCAST_BENCH_TORRENT_NO_UNICAST") == ""
 	tor := map[int]time.Duration{}
 	uni := map[int]time.Duration{}
 	share := map[int]float64{}
 	for _, n := range ns {
 		tor[n], share[n] = torrentRun(n)
-		uni[n] = unicastRun(n)
+		if unicast {
+			uni[n] = unicastRun(n)
+		}
 		t.Logf("N=%d: torrent %.1f s (peers %.0f%%), unicast %.1f s", n, tor[n].Seconds(), 100*share[n], uni[n].Seconds())
 	}
 	var table strings.Builder

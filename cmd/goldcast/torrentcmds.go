@@ -125,10 +125,12 @@ func torrentFetchCmd(a *app) *cobra.Command {
 		Use:   "fetch NAME[@V] --server URL --target DIR",
 		Short: "Fetch an image version by BitTorrent into an empty directory",
 		Long: `Downloads the version's .torrent from the server, joins its swarm (the
-server's seeder, its web seed and the other nodes fetching the same
-version), and extracts the stream into DIR while it arrives: the stream
-is read in order with readahead while the other pieces download for the
-peers meanwhile. The manifest must match the digest the server announced
+server's seeder and the other nodes fetching the same version), and
+extracts the stream into DIR while it arrives: pieces are fetched rarest
+first in an order of the node's own, so nodes hold different pieces to
+trade, and the stream is extracted in order as far as its pieces have
+arrived. The server's web seed is a fallback, asked once no piece has
+come for --web-seed-after. The manifest must match the digest the server announced
 (and, with --pubkey, carry a valid signature); every file is hashed as it
 lands. --staged downloads the whole stream first (into --stage-dir, or
 a temporary directory) and extracts it afterwards.
@@ -206,7 +208,7 @@ peers) as JSON on stdout.`,
 	f.StringVar(&o.StageDir, "stage-dir", "", "keep the stream's pieces here (default: a temporary directory, removed at the end)")
 	f.BoolVar(&o.Staged, "staged", false, "download the whole stream (into --stage-dir, or a temporary directory) before extracting")
 	f.BoolVar(&o.NoWebSeed, "no-web-seed", false, "do not use the server's web seed (its bytes come from its BitTorrent seeder only)")
-	f.Int64Var(&o.Readahead, "readahead", 0, "bytes ahead of the extraction fetched urgently (default: 2 pieces)")
+	f.DurationVar(&o.WebSeedAfter, "web-seed-after", 3*time.Second, "ask the server's web seed too after this long without a new piece")
 	f.StringVar(&pubkey, "pubkey", "", "require a valid signature of the manifest by this public key")
 	f.DurationVar(&o.StallAfter, "stall-after", 10*time.Second, "report the fetch as stalled after this long without progress")
 	f.DurationVar(&o.StallTimeout, "stall-timeout", 0, "give up after this long without progress (0: wait for the server or peers as long as it takes)")

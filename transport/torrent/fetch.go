@@ -19,6 +19,7 @@ import (
 	g "github.com/anacrolix/generics"
 	"github.com/anacrolix/torrent"
 	"github.com/anacrolix/torrent/metainfo"
+	pp "github.com/anacrolix/torrent/peer_protocol"
 	"github.com/anacrolix/torrent/storage"
 	"golang.org/x/time/rate"
 
@@ -72,9 +73,11 @@ type FetchConfig struct {
 	// installer's temporary directory is RAM).
 	StageDir string
 	// Staged downloads the whole stream into StageDir first and extracts
-	// it afterwards; by default the stream is extracted while it arrives
-	// (read in order with readahead while the library fetches other
-	// pieces for peers meanwhile).
+	// it afterwards; by default each piece is extracted as soon as it and
+	// every piece before it are verified. Either way the pieces are
+	// fetched rarest first in an order of the node's own, never in stream
+	// order: nodes that all asked for the next piece of the stream would
+	// all ask the server for the same pieces.
 	Staged bool
 	// ListenAddr is where other peers connect, HOST:PORT (default ":0":
 	// every address, a free port; the tracker tells the others).
@@ -86,12 +89,15 @@ type FetchConfig struct {
 	// SeedFull seeds for the whole SeedTime even when no peer is
 	// fetching (a node placed to seed a wave that has not started yet).
 	SeedFull bool
-	// Readahead is how far ahead of the extraction the stream is
-	// fetched urgently (default: 2 pieces).
-	Readahead int64
 	// NoWebSeed ignores the server's web seed: the server's bytes come
-	// from its BitTorrent seeder only.
+	// from its BitTorrent seeder only. By default the web seed is a
+	// fallback, used once no piece has arrived for WebSeedAfter (the
+	// server's seeder port blocked, say): asked alongside the seeder it
+	// makes every node fetch the same pieces from the server.
 	NoWebSeed bool
+	// WebSeedAfter is how long without a new piece before the web seed
+	// joins (default 3 s).
+	WebSeedAfter time.Duration
 	// RateLimit caps download and upload, in bytes per second (0: none).
 	RateLimit int64
 	// PublicKey, when set, requires the version's manifest to be signed
@@ -197,6 +203,9 @@ func Fetch(ctx context.Context, cfg FetchConfig) (*Result, error) {
 	}
 	if f.cfg.ProgressInterval <= 0 {
 		f.cfg.ProgressInterval = time.Second
+	}
+	if f.cfg.WebSeedAfter <= 0 {
+		f.cfg.WebSeedAfter = 3 * time.Second
 	}
 	if cfg.Target == "" {
 		return nil, errors.New("torrent fetch: no target directory")
@@ -325,6 +334,21 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 		cc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(f.cfg.RateLimit), 1<<20)
 	}
 	cc.DisableWebseeds = f.cfg.NoWebSeed
+	// The library otherwise considers only the first 64 MiB of wanted
+	// pieces (lowest availability, then lowest index): every node would
+	// fetch the same pieces from the server at once. Unlimited, it picks
+	// among all of them, rarest first, in an order of its own.
+	cc.MaxUnverifiedBytes = 0
+	// A short queue of requests at the server's seeder, so a node asks
+	// the server only for pieces it needs next and takes the rest from
+	// the nodes that got them meanwhile; with the usual 1,024 queued
+	// requests each node would reserve a quarter of the stream at the
+	// server before any node had a piece to trade.
+	cc.Callbacks.ReadExtendedHandshake = func(pc *torrent.PeerConn, m *pp.ExtendedHandshakeMessage) {
+		if strings.HasPrefix(string(pc.PeerID[:]), ServerPeerIDPrefix) {
+			m.Reqq = ServerRequestQueue
+		}
+	}
 	cc.HttpRequestDirector = func(r *http.Request) error { f.authorize(r.Header); return nil }
 	cc.WebTransport = headerTransport{base: &http.Transport{MaxConnsPerHost: 10}, f: f}
 	cc.Callbacks.ReceivedUsefulData = append(cc.Callbacks.ReceivedUsefulData, f.received)
@@ -350,6 +374,11 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 	// of the messages for the same bytes, which matters on small CPUs
 	// (goldcast peers and the library serve requests of any size).
 	spec.ChunkSize = ChunkSize
+	webSeeds := spec.Webseeds
+	spec.Webseeds = nil // a fallback: see NoWebSeed
+	if f.cfg.NoWebSeed {
+		webSeeds = nil
+	}
 	t, _, err := cl.AddTorrentSpec(spec)
 	if err != nil {
 		return nil, fmt.Errorf("torrent of %s: %w", ref, err)
@@ -366,7 +395,7 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 	watchDone.Add(1)
 	go func() {
 		defer watchDone.Done()
-		stalledErr <- f.watch(watchCtx, t, ref, res)
+		stalledErr <- f.watch(watchCtx, t, ref, res, webSeeds)
 	}()
 	extractCtx, cancelExtract := context.WithCancel(ctx)
 	defer cancelExtract()
@@ -425,22 +454,11 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 	return res, nil
 }
 
-// extract reads the torrent in order and extracts it, verifying the
-// manifest against the digest the server announced and the signature
-// against PublicKey.
+// extract reads the torrent in order, each piece once it is verified,
+// and extracts it, verifying the manifest against the digest the server
+// announced and the signature against PublicKey.
 func (f *fetcher) extract(ctx context.Context, t *torrent.Torrent, info metainfo.Info, digest string) (*stream.Result, error) {
-	r := t.NewReader()
-	defer r.Close()
-	r.SetContext(ctx)
-	// Two pieces ahead of the read position get urgent priority; the
-	// rest of the torrent keeps downloading rarest first, so peers hold
-	// different pieces to trade. (A long urgent window makes every node
-	// ask the server for the same pieces at once.)
-	ra := f.cfg.Readahead
-	if ra <= 0 {
-		ra = 2 * info.PieceLength
-	}
-	r.SetReadahead(ra)
+	r := &verifiedReader{ctx: ctx, t: t, size: info.TotalLength(), pieceLength: info.PieceLength}
 	return stream.Extract(ctx, r, f.cfg.Target, stream.ExtractOptions{
 		MountedTarget: f.cfg.MountedTarget,
 		Verify: func(d string, sig []byte) error {
@@ -466,7 +484,7 @@ func (f *fetcher) extract(ctx context.Context, t *torrent.Torrent, info metainfo
 
 // watch reports progress and stalls until ctx ends; it returns an error
 // when a stall outlasts StallTimeout.
-func (f *fetcher) watch(ctx context.Context, t *torrent.Torrent, ref string, res *Result) error {
+func (f *fetcher) watch(ctx context.Context, t *torrent.Torrent, ref string, res *Result, webSeeds []string) error {
 	tick := time.NewTicker(f.cfg.ProgressInterval)
 	defer tick.Stop()
 	last, lastChange := int64(-1), time.Now()
@@ -491,6 +509,11 @@ func (f *fetcher) watch(ctx context.Context, t *torrent.Torrent, ref string, res
 			continue
 		}
 		quiet := time.Since(lastChange)
+		if len(webSeeds) > 0 && quiet >= f.cfg.WebSeedAfter {
+			f.log.Info("no piece for a while: asking the server's web seed too", "image", ref, "quiet", quiet.Round(time.Millisecond), "web_seeds", webSeeds)
+			t.AddWebSeeds(webSeeds)
+			webSeeds = nil
+		}
 		if !stalled && quiet >= f.cfg.StallAfter {
 			stalled = true
 			res.Stalled = true
@@ -649,4 +672,59 @@ func List(ctx context.Context, cfg ListConfig) ([]TorrentStatus, error) {
 		return nil, fmt.Errorf("list torrents: %w", err)
 	}
 	return out, nil
+}
+
+// verifiedReader reads a torrent's stream in order, each piece once the
+// library has verified it, without changing which pieces the library
+// fetches first (a torrent.Reader makes the pieces at its position
+// urgent).
+type verifiedReader struct {
+	ctx         context.Context
+	t           *torrent.Torrent
+	size        int64
+	pieceLength int64
+	pos         int64
+}
+
+func (r *verifiedReader) Read(p []byte) (int, error) {
+	if r.pos >= r.size {
+		return 0, io.EOF
+	}
+	i := int(r.pos / r.pieceLength)
+	if err := r.waitPiece(i); err != nil {
+		return 0, err
+	}
+	end := min(int64(i+1)*r.pieceLength, r.size)
+	n := int(min(int64(len(p)), end-r.pos))
+	got, err := r.t.Piece(i).Storage().ReadAt(p[:n], r.pos-int64(i)*r.pieceLength)
+	r.pos += int64(got)
+	if got == n {
+		return got, nil
+	}
+	if err == nil || err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return got, fmt.Errorf("read verified piece %d: %w", i, err)
+}
+
+// waitPiece waits until piece i is verified, or ctx ends.
+func (r *verifiedReader) waitPiece(i int) error {
+	if r.t.PieceState(i).Complete {
+		return nil
+	}
+	sub := r.t.SubscribePieceStateChanges()
+	defer sub.Close()
+	// Poll as well: a change between the check above and the
+	// subscription would otherwise be missed.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for !r.t.PieceState(i).Complete {
+		select {
+		case <-r.ctx.Done():
+			return r.ctx.Err()
+		case <-sub.Values:
+		case <-tick.C:
+		}
+	}
+	return nil
 }

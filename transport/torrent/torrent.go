@@ -41,6 +41,11 @@ const (
 // ChunkSize is the size of the blocks a goldcast node requests.
 const ChunkSize = 64 << 10
 
+// ServerRequestQueue is how many requests a goldcast node keeps queued at
+// the server's seeder (1 MiB of chunks: enough to keep a fast link to
+// the server busy).
+const ServerRequestQueue = 16
+
 // PieceLength chooses the piece size for a stream of size bytes.
 func PieceLength(size int64) int64 {
 	l := int64(MinPieceLength)
