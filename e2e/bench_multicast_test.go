@@ -96,15 +96,24 @@ func TestBenchmarkMulticast(t *testing.T) {
 			}
 		}
 		var rep struct {
-			Took    time.Duration `json:"took_ns"`
-			Packets int64         `json:"packets"`
-			Repairs int64         `json:"repairs"`
-			Passes  int           `json:"passes"`
+			Took      time.Duration `json:"took_ns"`
+			FirstPass time.Duration `json:"first_pass_ns"`
+			Packets   int64         `json:"packets"`
+			Repairs   int64         `json:"repairs"`
+			Passes    int           `json:"passes"`
+			Receivers []struct {
+				Took time.Duration `json:"took_ns"`
+			} `json:"receivers"`
 		}
 		if err := json.Unmarshal([]byte(lastLines(s.stdout.String(), 1)), &rep); err != nil {
 			t.Fatalf("sender report: %v", err)
 		}
-		t.Logf("goldcast N=%d %v: session %s, command %s, %d packets, %d repairs, %d passes", n, extra, rep.Took, whole, rep.Packets, rep.Repairs, rep.Passes)
+		var done []string
+		for _, r := range rep.Receivers {
+			done = append(done, fmt.Sprintf("%.2f", r.Took.Seconds()))
+		}
+		t.Logf("goldcast N=%d %v: session %s (first pass sent at %.2f s, receivers done at %s s), command %s, %d packets, %d repairs, %d passes",
+			n, extra, rep.Took, rep.FirstPass.Seconds(), strings.Join(done, " "), whole, rep.Packets, rep.Repairs, rep.Passes)
 		return rep.Took, whole
 	}
 	// udpcast: a receiver whose connect request is lost never joins, and

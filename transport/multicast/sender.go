@@ -136,6 +136,10 @@ type SendResult struct {
 	// Stray counts packets ignored: malformed, corrupt or another session's.
 	Stray int64         `json:"stray"`
 	Took  time.Duration `json:"took_ns"`
+	// FirstPass is when the first pass over the stream had been sent;
+	// the rest of Took went to repairs, further passes and waiting for
+	// the receivers' confirmations.
+	FirstPass time.Duration `json:"first_pass_ns"`
 }
 
 // Done counts receivers that completed.
@@ -182,17 +186,19 @@ type repairJob struct {
 }
 
 type sender struct {
-	cfg     SenderConfig
-	log     *slog.Logger
-	session uint64
-	lay     layout
-	conn    *ipv4.PacketConn
-	annDst  *net.UDPAddr
-	dataDst *net.UDPAddr
-	ann     announce
-	coder   *coder
-	pace    pacer
-	rc      *rateControl
+	cfg SenderConfig
+	// firstPassEnd is when the first pass had been sent.
+	firstPassEnd time.Time
+	log          *slog.Logger
+	session      uint64
+	lay          layout
+	conn         *ipv4.PacketConn
+	annDst       *net.UDPAddr
+	dataDst      *net.UDPAddr
+	ann          announce
+	coder        *coder
+	pace         pacer
+	rc           *rateControl
 
 	rxs    map[uint64]*rx
 	order  []uint64
@@ -435,6 +441,9 @@ func (s *sender) run(ctx context.Context) (*SendResult, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	res := &SendResult{Session: fmt.Sprintf("%016x", s.session), Packets: s.sent, Repairs: s.repair, Passes: s.passes, Stray: s.stray, Took: time.Since(start)}
+	if !s.firstPassEnd.IsZero() {
+		res.FirstPass = s.firstPassEnd.Sub(start)
+	}
 	for _, id := range s.order {
 		r := s.rxs[id]
 		rep := ReceiverReport{Name: r.name, Addr: r.addr.String(), State: r.state, Reason: r.reason, Bytes: int64(r.st.delivered)}
@@ -935,6 +944,9 @@ func (s *sender) sendPass(ctx context.Context, now time.Time) error {
 		if s.cursor >= s.passTo {
 			s.sending = false
 			s.idleSince = now
+			if s.firstPassEnd.IsZero() {
+				s.firstPassEnd = time.Now()
+			}
 			s.curData, s.curParity, s.curGroup = nil, nil, -1
 		}
 	}
