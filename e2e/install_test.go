@@ -457,6 +457,10 @@ func TestInstallByHand(t *testing.T) {
 	} else if !strings.Contains(r.stderr, "by torrent") {
 		t.Errorf("the reinstall did not say it used BitTorrent:\n%s", r.stderr)
 	}
+	// The transfer's last event says where the bytes came from.
+	if ev := ok(t, "events", "hand01", "--server", s.url, "--token-file", s.tokenFile); !strings.Contains(ev.stdout, "MB from the server") {
+		t.Errorf("no event reports the BitTorrent swarm's share:\n%s", ev.stdout)
+	}
 	unmount()
 	// And by the update engine (transport rsync) into the empty target.
 	if r := install("--transport", "rsync"); r.code != 0 {
@@ -467,9 +471,20 @@ func TestInstallByHand(t *testing.T) {
 	unmount()
 
 	// A disk with someone else's data is refused, untouched.
-	exec.Command("partx", "-d", loop).Run()
-	if out, err := exec.Command("wipefs", "-a", loop).CombinedOutput(); err != nil {
-		t.Fatalf("wipefs: %v\n%s", err, out)
+	// The kernel may still be letting go of the partitions just
+	// unmounted (wipefs opens the disk exclusively): retry briefly.
+	for try := 0; ; try++ {
+		exec.Command("partx", "-d", loop).Run()
+		out, err := exec.Command("wipefs", "-a", loop).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 20 || !strings.Contains(string(out), "busy") {
+			mounts, _ := os.ReadFile("/proc/self/mountinfo")
+			holders, _ := exec.Command("sh", "-c", "ls -l /sys/block/"+filepath.Base(loop)+"/holders /sys/block/"+filepath.Base(loop)+"/; fuser -vm "+loop+"* 2>&1; lsblk "+loop).CombinedOutput()
+			t.Fatalf("wipefs: %v\n%s\nmounts:\n%s\n%s", err, out, mounts, holders)
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
 	if out, err := exec.Command("mkfs.ext4", "-q", "-F", "-L", "precious", loop).CombinedOutput(); err != nil {
 		t.Fatalf("mkfs: %v\n%s", err, out)

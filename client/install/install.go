@@ -321,6 +321,9 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 
 	var mu sync.Mutex
 	var done int64
+	// detail is what the transport adds to the progress message (a
+	// swarm's peers, say).
+	var detail string
 	start := time.Now()
 	progress := func(_ int, n int64) {
 		mu.Lock()
@@ -329,7 +332,7 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 	}
 	snapshot := func() api.Progress {
 		mu.Lock()
-		d := done
+		d, more := done, detail
 		mu.Unlock()
 		p := api.Progress{Stage: api.StageTransfer, Bytes: d, Total: total}
 		if total > 0 {
@@ -342,6 +345,9 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 			}
 		}
 		p.Message = fmt.Sprintf("%.0f%% of %d MB at %.1f MB/s", p.Percent, total/1e6, p.Rate/1e6)
+		if more != "" {
+			p.Message += "; " + more
+		}
 		return p
 	}
 	tick := time.NewTicker(progressEvery)
@@ -415,16 +421,21 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		// The image version comes from the swarm (the server seeds it and
 		// every installing node shares what it has); the node's
 		// overrides then come by an update pass.
-		_, err := torrent.Fetch(ctx, torrent.FetchConfig{
+		res, err := torrent.Fetch(ctx, torrent.FetchConfig{
 			ServerURL: in.cfg.Server, Node: in.plan.Node, NodeToken: in.cfg.Token,
 			Ref: fmt.Sprintf("%s@%d", in.plan.Image, in.plan.Version), Target: in.target, MountedTarget: true,
 			Progress: func(tp torrent.Progress) {
 				// Percent by the stream's verified bytes.
+				mu.Lock()
 				if tp.Total > 0 {
-					mu.Lock()
 					done = total * tp.Bytes / tp.Total
-					mu.Unlock()
 				}
+				detail = fmt.Sprintf("BitTorrent %s: %d peers (%d seeding), %d MB from peers, %d MB from the server",
+					tp.Stage, tp.Peers, tp.Seeders, tp.FromPeers/1e6, tp.FromServer/1e6)
+				if tp.Message != "" && tp.Stage == torrent.StageStalled {
+					detail += ": " + tp.Message
+				}
+				mu.Unlock()
 				in.log.Debug("torrent", "stage", tp.Stage, "bytes", tp.Bytes, "total", tp.Total, "peers", tp.Peers, "from_peers", tp.FromPeers)
 			},
 			Logger: in.log,
@@ -432,6 +443,10 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		if err != nil {
 			return fmt.Errorf("receive %s@%d by BitTorrent: %w", in.plan.Image, in.plan.Version, err)
 		}
+		mu.Lock()
+		detail = fmt.Sprintf("BitTorrent: %d MB from %d peers, %d MB from the server, %d MB sent to others",
+			res.FromPeers/1e6, res.PeersServed, res.FromServer/1e6, res.Uploaded/1e6)
+		mu.Unlock()
 		if err := in.updatePass(ctx, nil); err != nil {
 			return fmt.Errorf("apply the overrides of node %s: %w", in.plan.Node, err)
 		}
@@ -445,6 +460,11 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 	p := snapshot()
 	p.Percent, p.Bytes, p.ETASeconds = 100, total, 0
 	p.Message = fmt.Sprintf("received %d MB in %s (%.1f MB/s)", total/1e6, time.Since(start).Round(time.Second), p.Rate/1e6)
+	mu.Lock()
+	if detail != "" {
+		p.Message += "; " + detail
+	}
+	mu.Unlock()
 	in.log.Info(p.Message)
 	in.report(ctx, p)
 	return nil
