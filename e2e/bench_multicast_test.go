@@ -33,15 +33,7 @@ func TestBenchmarkMulticast(t *testing.T) {
 		linkRate = 200e6
 		size     = 200 << 20
 	)
-	ns := []int{1, 2, 4, 8}
-	if s := os.Getenv("GOLDCAST_BENCH_MCAST_N"); s != "" { // e.g. "1 8" for a quicker look
-		ns = nil
-		for _, f := range strings.Fields(s) {
-			var n int
-			fmt.Sscan(f, &n)
-			ns = append(ns, n)
-		}
-	}
+	ns := benchSizes(t, "GOLDCAST_BENCH_MCAST_N", []int{1, 2, 4, 8})
 	m := newMcastNet(t, 8) // the sender's veth cuts GSO batches into frames, as a NIC would
 	if out, err := exec.Command("ip", "netns", "exec", m.sender, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf",
 		"rate", "200mbit", "burst", "256kb", "latency", "50ms").CombinedOutput(); err != nil {

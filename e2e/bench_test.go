@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -246,4 +247,23 @@ func TestBenchmarkCaptureAndUpdate(t *testing.T) {
 		f.WriteString("\n" + table.String())
 		f.Close()
 	}
+}
+
+// benchSizes returns the node counts a benchmark runs: def, or the
+// numbers in the environment variable env ("1 8" for a quicker look).
+func benchSizes(t *testing.T, env string, def []int) []int {
+	t.Helper()
+	s := os.Getenv(env)
+	if s == "" {
+		return def
+	}
+	var ns []int
+	for _, f := range strings.Fields(s) {
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			t.Fatalf("%s=%q: want node counts such as \"1 8\"", env, s)
+		}
+		ns = append(ns, n)
+	}
+	return ns
 }

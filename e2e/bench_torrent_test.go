@@ -124,15 +124,7 @@ func TestBenchmarkTorrent(t *testing.T) {
 		return d
 	}
 
-	ns := []int{1, 2, 4, 8}
-	if s := os.Getenv("GOLDCAST_BENCH_TORRENT_N"); s != "" { // e.g. "1 8" for a quicker look
-		ns = nil
-		for _, f := range strings.Fields(s) {
-			var n int
-			fmt.Sscan(f, &n)
-			ns = append(ns, n)
-		}
-	}
+	ns := benchSizes(t, "GOLDCAST_BENCH_TORRENT_N", []int{1, 2, 4, 8})
 	unicast := os.Getenv("GOLDCAST_BENCH_TORRENT_NO_UNICAST") == ""
 	tor := map[int]time.Duration{}
 	uni := map[int]time.Duration{}
