@@ -315,6 +315,47 @@ func TestPolicy(t *testing.T) {
 	}
 }
 
+// TestPacer books packets against a synthetic clock: a steady sender is
+// held to the rate, one that fell behind catches up on at most
+// pacerBurst of lost time, and long idle time is not sent as a burst.
+func TestPacer(t *testing.T) {
+	const rate = 8e6 // bit/s: 1,000 bytes take 1 ms
+	t0 := time.Unix(1000, 0)
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+	p := &pacer{rate: rate, next: t0}
+	var ahead []float64
+	for range 3 {
+		ahead = append(ahead, ms(p.reserve(t0, 1000)))
+	}
+	if d := cmp.Diff([]float64{1, 2, 3}, ahead); d != "" {
+		t.Errorf("steady booking at one instant, ms ahead (-want +got):\n%s", d)
+	}
+
+	// Descheduled for 10 ms (less than pacerBurst): the next 10 ms of
+	// data may go at once, then the rate holds again.
+	p = &pacer{rate: rate, next: t0}
+	now := t0.Add(10 * time.Millisecond)
+	free := 0
+	for p.reserve(now, 1000) <= 0 {
+		free++
+	}
+	if free != 10 {
+		t.Errorf("after a 10 ms stall, %d packets of 1 ms went without waiting, want 10", free)
+	}
+
+	// Idle for a second: only pacerBurst of credit.
+	p = &pacer{rate: rate, next: t0}
+	now = t0.Add(time.Second)
+	free = 0
+	for p.reserve(now, 1000) <= 0 {
+		free++
+	}
+	if want := int(pacerBurst / time.Millisecond); free != want {
+		t.Errorf("after a second idle, %d packets went without waiting, want %d (pacerBurst)", free, want)
+	}
+}
+
 func TestRateControl(t *testing.T) {
 	r := &rateControl{max: 100, min: 10, cur: 100, threshold: 0.1}
 	var got []int

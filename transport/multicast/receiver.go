@@ -329,30 +329,11 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 	go unblock(annConn.PacketConn)
 	go unblock(ctlUDP)
 
-	// Released groups go to the extractor through a pipe, in order.
-	pr, pw := io.Pipe()
+	// Released groups go to the extractor in order, handed over as they
+	// are (the assembler never reuses a released group's buffer).
 	out := make(chan []byte, 64)
 	var delivered atomic.Int64
-	wg.Add(1)
-	go func() { // writer
-		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				pw.CloseWithError(context.Cause(ctx))
-				return
-			case b, ok := <-out:
-				if !ok {
-					pw.Close()
-					return
-				}
-				if _, err := pw.Write(b); err != nil {
-					return
-				}
-				delivered.Add(int64(len(b)))
-			}
-		}
-	}()
+	pr := &groupReader{ctx: ctx, groups: out, delivered: &delivered}
 
 	wg.Add(1)
 	go func() { // data
@@ -462,7 +443,6 @@ func receiveSession(ctx context.Context, cfg ReceiverConfig, ifi *net.Interface,
 		return nil
 	}
 	xr, xerr := stream.Extract(ctx, pr, cfg.Target, opts)
-	pr.CloseWithError(io.ErrClosedPipe)
 	sh.mu.Lock()
 	res.Packets, res.Rebuilt = sh.asm.received, sh.asm.rebuilt
 	if xerr == nil {
@@ -566,4 +546,30 @@ func readData(ctx context.Context, c *ipv4.PacketConn, sess session, sh *rxShare
 			sh.mu.Unlock()
 		}
 	}
+}
+
+// groupReader reads the released groups in order.
+type groupReader struct {
+	ctx       context.Context
+	groups    <-chan []byte
+	cur       []byte
+	delivered *atomic.Int64
+}
+
+func (r *groupReader) Read(p []byte) (int, error) {
+	for len(r.cur) == 0 {
+		select {
+		case b, ok := <-r.groups:
+			if !ok {
+				return 0, io.EOF
+			}
+			r.cur = b
+		case <-r.ctx.Done():
+			return 0, context.Cause(r.ctx)
+		}
+	}
+	n := copy(p, r.cur)
+	r.cur = r.cur[n:]
+	r.delivered.Add(int64(n))
+	return n, nil
 }
