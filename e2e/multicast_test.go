@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -17,9 +15,9 @@ import (
 	"github.com/goldcast/goldcast/internal/testtree"
 )
 
-// mcastNet is one sender namespace and N receiver namespaces, each with
-// an eth0 plugged into a bridge in a hub namespace (multicast snooping
-// off, as udpcast needs), a default route, and addresses in 10.79.0.0/24.
+// mcastNet is one sender namespace and N receiver namespaces on a
+// bridgeLAN (hub): the sender is 10.79.0.1 on bridge port s0, receiver i
+// 10.79.0.(10+i) on port ri.
 type mcastNet struct {
 	hub, sender string
 	receivers   []string
@@ -27,45 +25,18 @@ type mcastNet struct {
 
 func newMcastNet(t *testing.T, n int) *mcastNet {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
+	ports, addrs := []string{"s0"}, []string{"10.79.0.1"}
+	for i := range n {
+		ports = append(ports, fmt.Sprintf("r%d", i))
+		addrs = append(addrs, fmt.Sprintf("10.79.0.%d", 10+i))
 	}
-	for _, tool := range []string{"ip", "tc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s (iproute2) is not installed", tool)
-		}
-	}
-	var b [3]byte
-	rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	m := &mcastNet{hub: "gcmh" + id, sender: "gcms" + id}
-	addNs := func(ns string) {
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
-	}
-	addNs(m.hub)
-	ipCmd(t, "-n", m.hub, "link", "add", "br0", "type", "bridge", "mcast_snooping", "0")
-	ipCmd(t, "-n", m.hub, "link", "set", "br0", "up")
-	plug := func(ns, port, addr string) {
-		addNs(ns)
-		ipCmd(t, "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", port, "netns", m.hub)
-		ipCmd(t, "-n", m.hub, "link", "set", port, "master", "br0", "up")
-		ipCmd(t, "-n", ns, "addr", "add", addr+"/24", "dev", "eth0")
-		ipCmd(t, "-n", ns, "link", "set", "eth0", "up")
-		ipCmd(t, "-n", ns, "route", "add", "default", "dev", "eth0")
-	}
-	plug(m.sender, "s0", "10.79.0.1")
+	l := newBridgeLAN(t, "gcm", ports, addrs)
+	m := &mcastNet{hub: l.sw, sender: l.hosts[0], receivers: l.hosts[1:]}
 	// The sender batches packets with UDP GSO. Have its veth cut the
 	// batches into frames, as a NIC does on the wire: otherwise a whole
 	// batch would cross the bridge as one buffer, and the nftables loss
 	// rule would drop batches instead of packets.
 	ipCmd(t, "-n", m.sender, "link", "set", "eth0", "gso_max_segs", "1")
-	for i := 0; i < n; i++ {
-		ns := fmt.Sprintf("gcmr%s%d", id, i)
-		plug(ns, fmt.Sprintf("r%d", i), fmt.Sprintf("10.79.0.%d", 10+i))
-		m.receivers = append(m.receivers, ns)
-	}
 	return m
 }
 

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,49 +16,18 @@ import (
 	"time"
 )
 
-// torrentLAN is a switch namespace holding a bridge and host namespaces
-// attached to it by veths: host 0 (the server) is 10.88.0.1, host i is
-// 10.88.0.(1+i). Each host's interface is eth0.
-type torrentLAN struct {
-	sw    string
-	hosts []string
-	ports []string // the bridge side of each host's veth, in sw
-}
+// torrentLAN is a bridgeLAN whose host 0 (the server) is 10.88.0.1 and
+// host i 10.88.0.(1+i), on bridge ports p0, p1, ...
+type torrentLAN struct{ *bridgeLAN }
 
 func newTorrentLAN(t *testing.T, hosts int) *torrentLAN {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("network namespaces need root")
-	}
-	for _, tool := range []string{"ip", "tc"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s (iproute2) is not installed", tool)
-		}
-	}
-	var b [3]byte
-	rand.Read(b[:])
-	id := hex.EncodeToString(b[:])
-	l := &torrentLAN{sw: "gtsw" + id}
-	ipCmd(t, "netns", "add", l.sw)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.sw).Run() })
-	ipCmd(t, "-n", l.sw, "link", "add", "br0", "type", "bridge")
-	ipCmd(t, "-n", l.sw, "link", "set", "br0", "up")
-	ipCmd(t, "-n", l.sw, "link", "set", "lo", "up")
+	var ports, addrs []string
 	for i := range hosts {
-		ns := fmt.Sprintf("gth%s-%d", id, i)
-		port := fmt.Sprintf("p%d", i)
-		ipCmd(t, "netns", "add", ns)
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-		ipCmd(t, "-n", l.sw, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns)
-		ipCmd(t, "-n", l.sw, "link", "set", port, "master", "br0")
-		ipCmd(t, "-n", l.sw, "link", "set", port, "up")
-		ipCmd(t, "-n", ns, "addr", "add", fmt.Sprintf("10.88.0.%d/24", i+1), "dev", "eth0")
-		ipCmd(t, "-n", ns, "link", "set", "eth0", "up")
-		ipCmd(t, "-n", ns, "link", "set", "lo", "up")
-		l.hosts = append(l.hosts, ns)
-		l.ports = append(l.ports, port)
+		ports = append(ports, fmt.Sprintf("p%d", i))
+		addrs = append(addrs, fmt.Sprintf("10.88.0.%d", i+1))
 	}
-	return l
+	return &torrentLAN{newBridgeLAN(t, "gt", ports, addrs)}
 }
 
 // limit caps host i's link at rate both ways (tc tbf on its eth0 and on
