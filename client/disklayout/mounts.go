@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/goldcast/goldcast/internal/mountinfo"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
@@ -66,11 +68,11 @@ func parseMountinfo(data []byte) ([]mountEntry, error) {
 			ID:         id,
 			ParentID:   parent,
 			MajMin:     f[2],
-			FSRoot:     unescapeOctal(f[3]),
-			Mountpoint: unescapeOctal(f[4]),
+			FSRoot:     mountinfo.Unescape(f[3]),
+			Mountpoint: mountinfo.Unescape(f[4]),
 			Options:    f[5],
 			FSType:     f[sep+1],
-			Source:     unescapeOctal(f[sep+2]),
+			Source:     mountinfo.Unescape(f[sep+2]),
 		}
 		if len(f) > sep+3 {
 			m.SuperOptions = f[sep+3]
@@ -122,7 +124,7 @@ func parseSwaps(data []byte) ([]swapEntry, error) {
 			return nil, fmt.Errorf("/proc/swaps line %d: malformed: %q", n, sc.Text())
 		}
 		swaps = append(swaps, swapEntry{
-			Filename:  unescapeOctal(strings.Join(f[:last], " ")),
+			Filename:  mountinfo.Unescape(strings.Join(f[:last], " ")),
 			Type:      f[last],
 			SizeBytes: size * 1024,
 			Priority:  prio,
@@ -133,22 +135,3 @@ func parseSwaps(data []byte) ([]swapEntry, error) {
 	}
 	return swaps, nil
 }
-
-// unescapeOctal undoes the kernel's \ooo escapes in paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) && isOctal(s[i+1]) && isOctal(s[i+2]) && isOctal(s[i+3]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal(c byte) bool { return c >= '0' && c <= '7' }

@@ -705,18 +705,3 @@ func TestParseLVM(t *testing.T) {
 		})
 	}
 }
-
-func TestUnescapeOctal(t *testing.T) {
-	tests := []struct{ in, want string }{
-		{`/mnt/a\040b`, "/mnt/a b"},
-		{`\011\012\134`, "\t\n\\"},
-		{`/plain`, "/plain"},
-		{`/trailing\04`, `/trailing\04`},
-		{`/not\999octal`, `/not\999octal`},
-	}
-	for _, tt := range tests {
-		if got := unescapeOctal(tt.in); got != tt.want {
-			t.Errorf("unescapeOctal(%q) = %q, want %q", tt.in, got, tt.want)
-		}
-	}
-}

@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goldcast/goldcast/internal/mountinfo"
 )
 
 // mountEntry is one line of /proc/self/mountinfo.
@@ -44,31 +46,12 @@ func parseMountinfo(data []byte) []mountEntry {
 		}
 		out = append(out, mountEntry{
 			major: uint32(ma), minor: uint32(mi),
-			mountpoint: unescapeOctal(fields[4]),
+			mountpoint: mountinfo.Unescape(fields[4]),
 			fsType:     fields[sep+1],
-			source:     unescapeOctal(fields[sep+2]),
+			source:     mountinfo.Unescape(fields[sep+2]),
 		})
 	}
 	return out
-}
-
-// unescapeOctal decodes the \ooo escapes of mountinfo paths.
-func unescapeOctal(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+4 <= len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // mountsUnder returns the mounts at dir and below it, from

@@ -813,17 +813,3 @@ func TestMirrorUnreachable(t *testing.T) {
 		}
 	}
 }
-
-func TestUnescapeMountinfo(t *testing.T) {
-	for in, want := range map[string]string{
-		`/plain`:         "/plain",
-		`/a\040b`:        "/a b",
-		`/tab\011x\134y`: "/tab\tx\\y",
-		`/trailing\04`:   `/trailing\04`,
-		`/not\9octal`:    `/not\9octal`,
-	} {
-		if got := unescapeMountinfo(in); got != want {
-			t.Errorf("unescapeMountinfo(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
