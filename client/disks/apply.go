@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/goldcast/goldcast/client/disklayout"
+
+	"github.com/goldcast/goldcast/internal/mountinfo"
 )
 
 // Options tune Apply.
@@ -336,12 +338,12 @@ func (a *applier) check(ctx context.Context, d DiskPlan) error {
 	if ss, err := readInt(filepath.Join("/sys/block", name, "queue", "logical_block_size")); err == nil && int(ss) != d.SectorSize {
 		return fmt.Errorf("disk %s has %d-byte sectors, but the plan was made for %d", d.Path, ss, d.SectorSize)
 	}
-	mountinfo, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := os.ReadFile("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("read mounts: %w", err)
 	}
 	swaps, _ := os.ReadFile("/proc/swaps") // absent without swap support
-	uses, err := diskUses("/sys", name, mountinfo, swaps)
+	uses, err := diskUses("/sys", name, mounts, swaps)
 	if err != nil {
 		return err
 	}
@@ -359,9 +361,9 @@ func (a *applier) check(ctx context.Context, d DiskPlan) error {
 }
 
 // diskUses lists why disk name or one of its partitions is in use: a
-// mount in mountinfo (/proc/self/mountinfo), swap in swaps (/proc/swaps),
+// mount in mounts (/proc/self/mountinfo), swap in swaps (/proc/swaps),
 // or a holder in sysfs at sys (md, device-mapper).
-func diskUses(sys, name string, mountinfo, swaps []byte) ([]string, error) {
+func diskUses(sys, name string, mounts, swaps []byte) ([]string, error) {
 	parts, err := sysPartitionsIn(sys, name)
 	if err != nil {
 		return nil, err
@@ -388,7 +390,7 @@ func diskUses(sys, name string, mountinfo, swaps []byte) ([]string, error) {
 			uses = append(uses, fmt.Sprintf("%s is held by %s", n, h.Name()))
 		}
 	}
-	for _, line := range strings.Split(string(mountinfo), "\n") {
+	for _, line := range strings.Split(string(mounts), "\n") {
 		f := strings.Fields(line)
 		sep := slices.Index(f, "-")
 		if len(f) < 5 || sep < 0 || sep+2 >= len(f) {
@@ -401,7 +403,7 @@ func diskUses(sys, name string, mountinfo, swaps []byte) ([]string, error) {
 			}
 		}
 		if ok {
-			uses = append(uses, fmt.Sprintf("%s is mounted on %s", n, unescapeMount(f[4])))
+			uses = append(uses, fmt.Sprintf("%s is mounted on %s", n, mountinfo.Unescape(f[4])))
 		}
 	}
 	for i, line := range strings.Split(string(swaps), "\n") {
@@ -409,7 +411,7 @@ func diskUses(sys, name string, mountinfo, swaps []byte) ([]string, error) {
 		if i == 0 || len(f) == 0 {
 			continue // the header
 		}
-		if n := baseDevice(unescapeMount(f[0])); slices.Contains(names, n) {
+		if n := baseDevice(mountinfo.Unescape(f[0])); slices.Contains(names, n) {
 			uses = append(uses, fmt.Sprintf("%s is used for swap", n))
 		}
 	}
@@ -426,25 +428,6 @@ func baseDevice(p string) string {
 		p = r
 	}
 	return filepath.Base(p)
-}
-
-// unescapeMount undoes the octal escapes of /proc mount tables.
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // signatures lists the partition table and filesystem signatures wipefs

@@ -17,6 +17,8 @@ import (
 
 	"github.com/goldcast/goldcast/client/disklayout"
 	"github.com/goldcast/goldcast/client/sysconf"
+
+	"github.com/goldcast/goldcast/internal/mountinfo"
 )
 
 // requireRoot skips the test unless it runs as root with every tool.
@@ -144,7 +146,7 @@ func mountedAt(t *testing.T, dir string) bool {
 		t.Fatal(err)
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && unescapeMount(f[4]) == dir {
+		if f := strings.Fields(line); len(f) > 4 && mountinfo.Unescape(f[4]) == dir {
 			return true
 		}
 	}
