@@ -18,6 +18,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/goldcast/goldcast/internal/mountinfo"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
 // CacheEnv names the environment variable that, when set, replaces
@@ -146,11 +148,11 @@ func cachedRoot(t testing.TB, spec debootstrapSpec) string {
 	if os.Geteuid() != 0 {
 		t.Skip("testtree: building a cached debootstrap root needs root")
 	}
-	tool, err := lookTool("debootstrap")
+	prog, err := tool.Look("debootstrap")
 	if err != nil {
 		t.Fatalf("testtree: debootstrap not installed (Debian package debootstrap; make test installs it): %v", err)
 	}
-	err = buildDebootstrap(tool, spec, final, t.Logf)
+	err = buildDebootstrap(prog, spec, final, t.Logf)
 	if bf, ok := errors.AsType[*buildFailure](err); ok && bf.unreachable {
 		t.Skipf("testtree: debootstrap cannot reach mirror %s, skipping: %v\n%s", spec.mirror, bf.err, bf.tail)
 	} else if ok {

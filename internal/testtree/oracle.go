@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
 // oracleMaxLines caps how much of the oracle's output a failing test
@@ -63,7 +65,7 @@ func dirArg(path string) string {
 // exits non-zero (the output is still returned); it wraps exec.ErrNotFound
 // when rsync is not installed.
 func OracleOutput(src, dst string, excludes ...string) (string, error) {
-	rsync, err := lookTool("rsync")
+	rsync, err := tool.Look("rsync")
 	if err != nil {
 		return "", fmt.Errorf("fidelity oracle: rsync (Debian package rsync): %w", err)
 	}

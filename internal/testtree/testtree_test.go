@@ -16,6 +16,8 @@ import (
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
 func lstat(t *testing.T, path string) *unix.Stat_t {
@@ -191,7 +193,7 @@ func TestBuild(t *testing.T) {
 				t.Errorf("%s: %s = %q, err %v; want a value", rel, name, v, err)
 			}
 		}
-		if getcap, err := lookTool("getcap"); err == nil {
+		if getcap, err := tool.Look("getcap"); err == nil {
 			out, err := exec.Command(getcap, tree.Abs(tree.Capability)).CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "cap_net_raw=ep") {
 				t.Errorf("getcap: %s (err %v), want cap_net_raw=ep", out, err)
@@ -376,11 +378,11 @@ func TestOracleSeesTortureFeatures(t *testing.T) {
 	}
 	in := func(rel string) string { return filepath.Join(dst, filepath.FromSlash(rel)) }
 	run := func(name string, args ...string) error {
-		tool, err := lookTool(name)
+		prog, err := tool.Look(name)
 		if err != nil {
 			return err
 		}
-		if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
+		if out, err := exec.Command(prog, args...).CombinedOutput(); err != nil {
 			return fmt.Errorf("%s: %w: %s", name, err, out)
 		}
 		return nil
@@ -492,7 +494,7 @@ func smallTree(t *testing.T, dir string) {
 }
 
 func TestOracle(t *testing.T) {
-	if _, err := lookTool("rsync"); err != nil {
+	if _, err := tool.Look("rsync"); err != nil {
 		t.Fatalf("rsync is needed: %v", err)
 	}
 	if os.Geteuid() != 0 {
@@ -557,7 +559,7 @@ func TestOracle(t *testing.T) {
 			return unix.UtimesNanoAt(unix.AT_FDCWD, filepath.Join(dst, "sub"), ts, 0)
 		}, "sub/"},
 		{"acl", func(dst string) error {
-			setfacl, err := lookTool("setfacl")
+			setfacl, err := tool.Look("setfacl")
 			if err != nil {
 				return err
 			}

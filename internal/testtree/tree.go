@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/goldcast/goldcast/internal/tool"
 )
 
 // Tree describes a torture tree made by Build. Every path except Root is
@@ -194,11 +196,11 @@ func Build(t testing.TB, dir string) *Tree {
 	if os.Geteuid() != 0 {
 		t.Skip("testtree: Build needs root (device nodes, foreign owners, setuid bits, file capabilities)")
 	}
-	setcap, err := lookTool("setcap")
+	setcap, err := tool.Look("setcap")
 	if err != nil {
 		t.Skipf("testtree: setcap not found (install Debian package libcap2-bin): %v", err)
 	}
-	setfacl, err := lookTool("setfacl")
+	setfacl, err := tool.Look("setfacl")
 	if err != nil {
 		t.Skipf("testtree: setfacl not found (install Debian package acl): %v", err)
 	}
@@ -219,22 +221,6 @@ type skipError struct{ err error }
 
 func (e *skipError) Error() string { return e.err.Error() }
 func (e *skipError) Unwrap() error { return e.err }
-
-// lookTool finds a command on $PATH or, since root's tools live there and
-// test environments often trim $PATH, in the sbin directories.
-func lookTool(name string) (string, error) {
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p, nil
-	}
-	for _, d := range []string{"/usr/sbin", "/sbin", "/usr/bin", "/bin"} {
-		cand := filepath.Join(d, name)
-		if st, serr := os.Stat(cand); serr == nil && st.Mode().IsRegular() && st.Mode()&0o111 != 0 {
-			return cand, nil
-		}
-	}
-	return "", fmt.Errorf("look up %s: %w", name, err)
-}
 
 type builder struct {
 	setcap, setfacl string
