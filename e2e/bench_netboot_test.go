@@ -92,13 +92,7 @@ func TestBenchmarkNetboot(t *testing.T) {
 	fmt.Fprintf(&table, "Machine: %d CPUs (%s), %s; perfdhcp `-r %d -R %d -p %d` from a client namespace over a veth; median of %d DHCP and %d TFTP runs.\n",
 		runtime.NumCPU(), runtime.GOARCH, kernel(), rate, clients, secs, rounds, tftpRounds)
 	t.Log("\n" + table.String())
-	if out := os.Getenv("GOLDCAST_BENCH_OUT"); out != "" {
-		f, err := os.OpenFile(out, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
-		if err == nil {
-			f.WriteString(table.String())
-			f.Close()
-		}
-	}
+	appendBenchOut(t, table.String())
 }
 
 // benchGoldcastDHCP runs perfdhcp against a fresh goldcast server and

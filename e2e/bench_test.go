@@ -86,9 +86,7 @@ func TestBenchmarkImageStore(t *testing.T) {
 	fmt.Fprintf(&table, "Machine: %d CPUs (%s), %s; tree: debootstrap --variant=minbase bookworm; median of %d runs, page cache warm.\n",
 		runtime.NumCPU(), runtime.GOARCH, kernel(), rounds)
 	t.Log("\n" + table.String())
-	if out := os.Getenv("GOLDCAST_BENCH_OUT"); out != "" {
-		os.WriteFile(out, []byte(table.String()), 0o644)
-	}
+	appendBenchOut(t, table.String())
 }
 
 func timed(f func()) time.Duration {
@@ -242,11 +240,7 @@ func TestBenchmarkCaptureAndUpdate(t *testing.T) {
 		updOurs.Seconds(), updSent+updRecvd, updTheirs.Seconds(), rs+rr, updOurs.Seconds()/updTheirs.Seconds())
 	fmt.Fprintf(&table, "\nWire bytes count both directions: goldcast at the TCP connection (headers included), stock rsync from its --stats totals. Full capture: median of %d runs; incremental rows: one run each.\n", rounds)
 	t.Log("\n" + table.String())
-	if out := os.Getenv("GOLDCAST_BENCH_OUT"); out != "" {
-		f, _ := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		f.WriteString("\n" + table.String())
-		f.Close()
-	}
+	appendBenchOut(t, table.String())
 }
 
 // benchSizes returns the node counts a benchmark runs: def, or the
@@ -266,4 +260,25 @@ func benchSizes(t *testing.T, env string, def []int) []int {
 		ns = append(ns, n)
 	}
 	return ns
+}
+
+// appendBenchOut appends a benchmark's table to the file named by
+// GOLDCAST_BENCH_OUT, when it is set, so one `make bench` collects every
+// table.
+func appendBenchOut(t *testing.T, table string) {
+	t.Helper()
+	out := os.Getenv("GOLDCAST_BENCH_OUT")
+	if out == "" {
+		return
+	}
+	f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err == nil {
+		_, err = f.WriteString("\n" + table)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		t.Errorf("GOLDCAST_BENCH_OUT: %v", err)
+	}
 }

@@ -146,13 +146,7 @@ func TestBenchmarkTorrent(t *testing.T) {
 		tor[1].Seconds()/uni[1].Seconds(), streamSize, rate)
 	fmt.Fprintf(&table, "Machine: %d CPUs (%s), %s; server and nodes in network namespaces on one bridge.\n", runtime.NumCPU(), runtime.GOARCH, kernel())
 	t.Log("\n" + table.String())
-	if out := os.Getenv("GOLDCAST_BENCH_OUT"); out != "" {
-		f, err := os.OpenFile(out, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-		if err == nil {
-			f.WriteString("\n" + table.String())
-			f.Close()
-		}
-	}
+	appendBenchOut(t, table.String())
 }
 
 func maxDuration(ds []time.Duration) time.Duration {
