@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"math"
+	"slices"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -104,18 +105,9 @@ func (s *Store) appendEventWith(update func(func(*bolt.Tx) error) error, e Event
 	}
 	var key, data []byte
 	err := update(func(tx *bolt.Tx) error {
-		b := tx.Bucket([]byte(bucketEvents))
-		seq, err := b.NextSequence()
-		if err != nil {
-			return fmt.Errorf("next sequence number: %w", err)
-		}
-		e.Seq = seq
-		key = seqKey(seq)
-		if data, err = json.Marshal(&e); err != nil {
-			return fmt.Errorf("encode event: %w", err)
-		}
-		if err := b.Put(key, data); err != nil {
-			return fmt.Errorf("store event %d: %w", seq, err)
+		var err error
+		if key, data, err = putEvent(tx.Bucket([]byte(bucketEvents)), &e); err != nil {
+			return err
 		}
 		if also != nil {
 			return also(tx)
@@ -125,18 +117,41 @@ func (s *Store) appendEventWith(update func(func(*bolt.Tx) error) error, e Event
 	if err != nil {
 		return Event{}, fmt.Errorf("append %s event for node %q: %w", e.Kind, e.Node, err)
 	}
-	// Return and broadcast what was stored, exactly as Events reads it
-	// back (times lose their monotonic reading and local zone).
-	// Decoding what json.Marshal just produced cannot fail; should it,
-	// the event is committed all the same and is handed out as given.
+	stored := storedEvent(key, data, e)
+	s.notify(stored)
+	return stored, nil
+}
+
+// putEvent numbers e with the bucket's next sequence number and stores
+// it, returning its key and encoding.
+func putEvent(b *bolt.Bucket, e *Event) (key, data []byte, err error) {
+	seq, err := b.NextSequence()
+	if err != nil {
+		return nil, nil, fmt.Errorf("next sequence number: %w", err)
+	}
+	e.Seq = seq
+	key = seqKey(seq)
+	if data, err = json.Marshal(e); err != nil {
+		return nil, nil, fmt.Errorf("encode event: %w", err)
+	}
+	if err := b.Put(key, data); err != nil {
+		return nil, nil, fmt.Errorf("store event %d: %w", seq, err)
+	}
+	return key, data, nil
+}
+
+// storedEvent is e as Events reads it back from key and data (times lose
+// their monotonic reading and local zone), for callers and watchers.
+// Decoding what json.Marshal just produced cannot fail; should it, the
+// event is committed all the same and is handed out as given.
+func storedEvent(key, data []byte, e Event) Event {
 	var stored Event
 	if decodeJSON(key, data, &stored) != nil {
 		stored = e
 		stored.Time = stored.Time.Round(0)
 		stored.Fields = maps.Clone(e.Fields)
 	}
-	s.notify(stored)
-	return stored, nil
+	return stored
 }
 
 // AppendEvents stores events in one transaction (one disk sync for all of
@@ -146,41 +161,27 @@ func (s *Store) AppendEvents(events []Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	stored := make([]Event, len(events))
+	events = slices.Clone(events)
 	keys := make([][]byte, len(events))
 	datas := make([][]byte, len(events))
 	err := s.update(func(tx *bolt.Tx) error {
 		b := tx.Bucket([]byte(bucketEvents))
-		for i, e := range events {
-			if e.Time.IsZero() {
-				e.Time = time.Now()
+		for i := range events {
+			if events[i].Time.IsZero() {
+				events[i].Time = time.Now()
 			}
-			seq, err := b.NextSequence()
-			if err != nil {
-				return fmt.Errorf("next sequence number: %w", err)
+			var err error
+			if keys[i], datas[i], err = putEvent(b, &events[i]); err != nil {
+				return err
 			}
-			e.Seq = seq
-			keys[i] = seqKey(seq)
-			if datas[i], err = json.Marshal(&e); err != nil {
-				return fmt.Errorf("encode event: %w", err)
-			}
-			if err := b.Put(keys[i], datas[i]); err != nil {
-				return fmt.Errorf("store event %d: %w", seq, err)
-			}
-			stored[i] = e
 		}
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("append %d events: %w", len(events), err)
 	}
-	for i := range stored {
-		var e Event
-		if decodeJSON(keys[i], datas[i], &e) != nil {
-			e = stored[i]
-			e.Time = e.Time.Round(0)
-		}
-		s.notify(e)
+	for i, e := range events {
+		s.notify(storedEvent(keys[i], datas[i], e))
 	}
 	return nil
 }
