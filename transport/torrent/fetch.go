@@ -333,7 +333,6 @@ func (f *fetcher) run(ctx context.Context, mi *metainfo.MetaInfo, ref, digest st
 		cc.UploadRateLimiter = rate.NewLimiter(rate.Limit(f.cfg.RateLimit), 1<<20)
 		cc.DownloadRateLimiter = rate.NewLimiter(rate.Limit(f.cfg.RateLimit), 1<<20)
 	}
-	cc.DisableWebseeds = f.cfg.NoWebSeed
 	// The library otherwise considers only the first 64 MiB of wanted
 	// pieces (lowest availability, then lowest index): every node would
 	// fetch the same pieces from the server at once. Unlimited, it picks
