@@ -330,9 +330,18 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 		done += n
 		mu.Unlock()
 	}
+	// withDetail adds the transport's detail to a progress message.
+	withDetail := func(msg string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		if detail == "" {
+			return msg
+		}
+		return msg + "; " + detail
+	}
 	snapshot := func() api.Progress {
 		mu.Lock()
-		d, more := done, detail
+		d := done
 		mu.Unlock()
 		p := api.Progress{Stage: api.StageTransfer, Bytes: d, Total: total}
 		if total > 0 {
@@ -344,10 +353,7 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 				p.ETASeconds = float64(total-d) / p.Rate
 			}
 		}
-		p.Message = fmt.Sprintf("%.0f%% of %d MB at %.1f MB/s", p.Percent, total/1e6, p.Rate/1e6)
-		if more != "" {
-			p.Message += "; " + more
-		}
+		p.Message = withDetail(fmt.Sprintf("%.0f%% of %d MB at %.1f MB/s", p.Percent, total/1e6, p.Rate/1e6))
 		return p
 	}
 	tick := time.NewTicker(progressEvery)
@@ -459,12 +465,7 @@ func (in *installer) transfer(ctx context.Context, transport string) error {
 	}
 	p := snapshot()
 	p.Percent, p.Bytes, p.ETASeconds = 100, total, 0
-	p.Message = fmt.Sprintf("received %d MB in %s (%.1f MB/s)", total/1e6, time.Since(start).Round(time.Second), p.Rate/1e6)
-	mu.Lock()
-	if detail != "" {
-		p.Message += "; " + detail
-	}
-	mu.Unlock()
+	p.Message = withDetail(fmt.Sprintf("received %d MB in %s (%.1f MB/s)", total/1e6, time.Since(start).Round(time.Second), p.Rate/1e6))
 	in.log.Info(p.Message)
 	in.report(ctx, p)
 	return nil
