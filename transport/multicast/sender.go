@@ -186,19 +186,17 @@ type repairJob struct {
 }
 
 type sender struct {
-	cfg SenderConfig
-	// firstPassEnd is when the first pass had been sent.
-	firstPassEnd time.Time
-	log          *slog.Logger
-	session      uint64
-	lay          layout
-	conn         *ipv4.PacketConn
-	annDst       *net.UDPAddr
-	dataDst      *net.UDPAddr
-	ann          announce
-	coder        *coder
-	pace         pacer
-	rc           *rateControl
+	cfg     SenderConfig
+	log     *slog.Logger
+	session uint64
+	lay     layout
+	conn    *ipv4.PacketConn
+	annDst  *net.UDPAddr
+	dataDst *net.UDPAddr
+	ann     announce
+	coder   *coder
+	pace    pacer
+	rc      *rateControl
 
 	rxs    map[uint64]*rx
 	order  []uint64
@@ -218,6 +216,8 @@ type sender struct {
 	idleSince        time.Time
 	fecP             int
 	pass             uint32
+	// firstPassEnd is when the first pass had been sent.
+	firstPassEnd time.Time
 
 	// UDP GSO: equal-sized data packets go out up to gsoSegs per system
 	// call and travel the local stack as one buffer until the receiving
